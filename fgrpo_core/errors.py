@@ -1,0 +1,37 @@
+"""One error family for the whole project; every message says what to fix."""
+
+from __future__ import annotations
+
+
+class FgrpoError(Exception):
+    """Base class of every error fgrpo raises on purpose."""
+
+
+class ConfigError(FgrpoError):
+    """A configuration is invalid; the message names the field path."""
+
+
+class TaskError(FgrpoError):
+    """An unknown task family or reward function, or a malformed local dataset."""
+
+
+class DeltaValidationError(FgrpoError):
+    """An adapter delta cannot be used: wrong keys, shapes, dtype, non-finite values, bad hash.
+
+    ``reason`` is a short machine-readable code (``missing_key``, ``extra_key``, ``shape``,
+    ``dtype``, ``non_finite``, ``sha256``, ``manifest``, ``norm``, ``decode``), ``key`` the adapter
+    tensor concerned (if any).
+    """
+
+    def __init__(self, reason: str, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.key = key
+
+
+class AggregationError(FgrpoError):
+    """Inputs to an aggregation do not fit together (client sets, weights, keys)."""
+
+
+class QuorumError(FgrpoError):
+    """Fewer valid client deltas than ``min_clients``; the round is not committed."""

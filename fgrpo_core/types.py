@@ -1,0 +1,68 @@
+"""Small value types that cross module boundaries (and the orchestrator): never tensors."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+Adapter = dict[str, torch.Tensor]
+"""A LoRA adapter or a delta: PEFT state-dict names -> tensors."""
+
+
+class ClientStats(BaseModel):
+    """What a client reports after a round (SPEC §1, step 5); scalars only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str
+    round: int = Field(ge=0)
+    n_k: int = Field(ge=1, description="Training prompts used this round.")
+    r_pre: float = Field(description="Mean validation reward of the global adapter.")
+    r_post: float = Field(description="Mean validation reward after local training.")
+    sigma: float = Field(ge=0.0, description="Std of the per-prompt validation rewards (pre).")
+    sigma_diff: float = Field(ge=0.0, description="Std of the per-prompt change post - pre.")
+    m: int = Field(ge=1, description="Validation prompts.")
+    reward_lo: float = Field(description="Lower end of the client's reward range.")
+    reward_hi: float = Field(description="Upper end of the client's reward range.")
+    acc_pre: float = Field(0.0, description="Validation exact-match accuracy before training.")
+    acc_post: float = Field(0.0, description="Validation exact-match accuracy after training.")
+    steps: int = Field(0, ge=0)
+    tokens_generated: int = Field(0, ge=0)
+    wall_time_s: float = Field(0.0, ge=0.0)
+    train_reward_mean: float = Field(0.0, description="Mean training reward over the local steps.")
+
+
+class ClientHistory(BaseModel):
+    """The server's personal statistics of one client (SPEC §2)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    baseline: float = Field(description="b_k: EMA of r_post (r_pre at the first round).")
+    scale: float = Field(description="s_k: EMA of the gain scale (stderr or std).")
+    rounds_seen: int = Field(ge=0)
+
+
+class ServerState(BaseModel):
+    """Everything the coordinator carries from one round to the next; JSON-serialisable."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    round: int = Field(0, ge=0, description="Rounds committed so far.")
+    clients: dict[str, ClientHistory] = Field(default_factory=dict)
+    global_key: str | None = Field(None, description="Store key of the current global adapter.")
+
+
+class ClientWeight(BaseModel):
+    """One client's row of a round's weighting (logged under these names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str
+    n_k: int
+    r_pre: float
+    r_post: float
+    sigma_diff: float
+    baseline: float = Field(description="b_k before this round's update.")
+    scale: float = Field(description="s_k used for the gain (floored).")
+    gain: float = Field(description="Gain after dead zone, before clipping.")
+    weight: float

@@ -1,0 +1,1 @@
+"""Prefect tasks: one side effect each, calling into fgrpo_core."""
