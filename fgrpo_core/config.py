@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fgrpo_core.errors import ConfigError
+from fgrpo_core.errors import ConfigError, TaskError
+from fgrpo_core.rewards import get_reward
+from fgrpo_core.tasks import get_family
 
 CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -137,6 +139,17 @@ class ClientSpec(_Strict):
     reward: str | None = Field(
         None, description="Reward function by registry name or dotted path; default: the family's."
     )
+
+    @field_validator("reward")
+    @classmethod
+    def _known_reward(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                get_reward(value)
+            except TaskError as err:
+                raise ValueError(str(err)) from err
+        return value
+
     reward_scale: float = Field(
         1.0, description="Multiply this client's rewards (affine change of scale; 'loud' client)."
     )
@@ -149,6 +162,17 @@ class DataSettings(_Strict):
     families: list[str] = Field(
         default_factory=lambda: ["add1", "mul1", "add2"], min_length=1, description="Task families."
     )
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, value: list[str]) -> list[str]:
+        for name in value:
+            try:
+                get_family(name)
+            except TaskError as err:
+                raise ValueError(str(err)) from err
+        return value
+
     dirichlet_alpha: float = Field(
         0.3, gt=0.0, description="Dirichlet concentration of each client's family mix (small = non-IID)."
     )
@@ -227,6 +251,13 @@ class FederationSettings(_Strict):
     round_timeout_s: float = Field(3600.0, gt=0.0, description="Longest wait for a round's clients.")
     delta_dtype: Literal["float32", "bfloat16", "int8"] = Field(
         "float32", description="Encoding of uploaded deltas."
+    )
+    max_parallel_clients: int = Field(
+        1,
+        ge=1,
+        description="Embedded mode: client tasks trained at once in the coordinator's process. TRL "
+        "seeds the process-wide torch RNG, so more than 1 trades bit-for-bit reproducibility (and "
+        "exact resume) for speed; distributed owners each run in their own process.",
     )
     mode: Literal["embedded", "distributed"] = Field(
         "embedded",

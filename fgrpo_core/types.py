@@ -66,3 +66,47 @@ class ClientWeight(BaseModel):
     scale: float = Field(description="s_k used for the gain (floored).")
     gain: float = Field(description="Gain after dead zone, before clipping.")
     weight: float
+
+
+class RoundRow(BaseModel):
+    """One client's row of a round table: what it reported, how it was judged and weighted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str
+    accepted: bool
+    reason: str = Field("", description="Why the delta was rejected or clipped; empty if neither.")
+    clipped: bool = False
+    delta_norm: float = 0.0
+    delta_bytes: int = 0
+    n_k: int = 0
+    r_pre: float = 0.0
+    r_post: float = 0.0
+    sigma_diff: float = 0.0
+    baseline: float = 0.0
+    scale: float = 0.0
+    gain: float = 0.0
+    weight: float = 0.0
+    reported_r_post: float = Field(0.0, description="r_post as the client reported it.")
+
+
+class FamilyScore(BaseModel):
+    """Greedy evaluation of one adapter on one task family."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    accuracy: float
+    mean_reward: float
+    n: int
+
+
+class GlobalEval(BaseModel):
+    """Evaluation of a global adapter on the global held-out set, per family."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    families: dict[str, FamilyScore]
+
+    @property
+    def macro_accuracy(self) -> float:
+        return sum(f.accuracy for f in self.families.values()) / max(1, len(self.families))

@@ -102,3 +102,19 @@ def test_shipped_configs_are_valid(name: str) -> None:
     # Assert
     assert len(cfg.clients) >= 3
     assert cfg.federation.rounds >= 2
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (_minimal(data={"families": ["add1", "calculus"]}), "data.families"),
+        (_minimal(clients=[{"id": "a", "reward": "no_such_reward"}]), "clients.0.reward"),
+    ],
+)
+def test_unknown_task_or_reward_names_the_field(data: dict[str, Any], field: str) -> None:
+    # Execute
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    # Assert: the field path and the valid names to pick from.
+    assert field in str(info.value)
+    assert "exact" in str(info.value) or "add1" in str(info.value)

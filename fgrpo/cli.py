@@ -1,0 +1,222 @@
+"""The `fgrpo` command: run an experiment, validate a config."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fgrpo_core.config import ExperimentConfig, load_config, parse_config
+from fgrpo_core.errors import ConfigError, FgrpoError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Federated GRPO with FGRPO aggregation.")
+
+_QUIET_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "DO_NOT_TRACK": "1",
+}
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _load(config: Path, rounds: int | None, strategy: str | None) -> ExperimentConfig:
+    cfg = load_config(config)
+    overrides: dict[str, Any] = {}
+    if rounds is not None:
+        overrides["federation"] = {**cfg.federation.model_dump(), "rounds": rounds}
+    if strategy is not None:
+        overrides["aggregation"] = {**cfg.aggregation.model_dump(), "strategy": strategy}
+    if overrides:
+        cfg = parse_config({**cfg.model_dump(), **overrides})
+    return cfg
+
+
+@app.command("validate-config")
+def validate_config(config: Annotated[Path, typer.Argument(help="YAML experiment config.")]) -> None:
+    """Check a config file; list every error with its field path."""
+    try:
+        cfg = load_config(config)
+    except ConfigError as err:
+        _fail(str(err))
+        return
+    typer.echo(f"{config}: valid ({len(cfg.clients)} clients, {cfg.federation.rounds} rounds)")
+
+
+def _progress_printer(json_mode: bool) -> Any:
+    last: dict[str, float] = {}
+
+    def hook(round_idx: int, client_id: str, step: int, total: int, reward: float) -> None:
+        if json_mode:
+            return
+        key = f"{round_idx}/{client_id}"
+        now = time.monotonic()
+        if step == total or now - last.get(key, 0.0) > 2.0:
+            last[key] = now
+            typer.echo(
+                f"  round {round_idx} | {client_id:<12} | step {step}/{total} | reward {reward:.3f}", err=True
+            )
+
+    return hook
+
+
+def _summary_line(report: dict[str, Any]) -> str:
+    ev = report["evaluation"]
+    fams = ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in sorted(ev["families"].items()))
+    weights = ", ".join(f"{r['client_id']} {r['weight']:.2f}" for r in report["rows"])
+    reg = report.get("registry") or {}
+    alias = f" | v{reg['version']} -> {reg['alias']}" if reg else ""
+    return (
+        f"round {report['round']}: macro acc {ev['macro_accuracy']:.3f} ({fams}) | weights {weights}{alias}"
+    )
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML experiment config.")],
+    rounds: Annotated[int | None, typer.Option(help="Override federation.rounds.")] = None,
+    strategy: Annotated[str | None, typer.Option(help="Override aggregation.strategy.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")] = False,
+) -> None:
+    """Run (or resume) a federated experiment through the Prefect flows."""
+    try:
+        cfg = _load(config, rounds, strategy)
+    except ConfigError as err:
+        _fail(str(err))
+        return
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    if json_out:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+    from fgrpo import runtime
+    from flows.experiment import run_experiment
+
+    runtime.set_progress_hook(_progress_printer(json_out))
+    started = time.monotonic()
+    try:
+        summary = run_experiment(cfg)
+    except FgrpoError as err:
+        _fail(f"{type(err).__name__}: {err}", code=1)
+        return
+    summary["wall_time_s"] = round(time.monotonic() - started, 2)
+    summary["store"] = _store_description(cfg)
+    summary["registry"] = _registry_summary(cfg) if cfg.tracking.enabled else None
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+        return
+    for report in summary["rounds"]:
+        typer.echo(_summary_line(report))
+    typer.echo(f"done in {summary['wall_time_s']:.1f} s; store: {summary['store']}")
+    if summary["mlflow_run_id"]:
+        typer.echo(f"MLflow parent run {summary['mlflow_run_id']}; registry: {summary['registry']}")
+
+
+def _store_description(cfg: ExperimentConfig) -> str:
+    from fgrpo import layout
+    from fgrpo.store import make_store
+
+    return make_store(cfg.store).uri(layout.global_prefix(cfg.store.prefix, cfg.name))
+
+
+def _registry_summary(cfg: ExperimentConfig) -> dict[str, Any]:
+    from fgrpo.tracking import get_aliases
+    from tasks.registry import registered_name
+    from tasks.tracking import tracker_for
+
+    name = registered_name(cfg)
+    return {"model": name, "aliases": get_aliases(tracker_for(cfg).client, name)}
+
+
+def main() -> None:  # pragma: no cover - console entry
+    try:
+        app()
+    except FgrpoError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+
+
+# --- `fgrpo stack`: the distributed topology on 127.0.0.1 (fgrpo/stack.py) ---------------------
+stack_app = typer.Typer(no_args_is_help=True, help="Local Prefect + MLflow + S3 stack with one worker per owner.")
+_STACK_DIR_OPTION = typer.Option("--dir", help="Folder of the stack's data, logs, pid files and state.")
+
+
+@stack_app.command("up")
+def stack_up(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Experiment config: the owners and the bucket.")],
+    stack_dir: Annotated[Path, _STACK_DIR_OPTION] = Path("runs/stack"),
+    owner_config: Annotated[
+        list[str] | None, typer.Option(help="OWNER=PATH: that owner's own copy of the config (repeatable).")
+    ] = None,
+) -> None:
+    """Start the servers, one work pool + deployment + worker per owner; print the env to use."""
+    from fgrpo import stack
+
+    try:
+        cfg = load_config(config)
+        pairs = [item.split("=", 1) for item in owner_config or []]
+        if any(len(p) != 2 for p in pairs):
+            raise ConfigError("--owner-config takes OWNER=PATH")
+        state = stack.up(cfg, config, stack_dir, {owner: Path(path) for owner, path in pairs})
+    except FgrpoError as err:
+        _fail(str(err), code=1)
+        return
+    typer.echo("stack already running" if state["already_running"] else f"stack up in {stack_dir}")
+    for row in stack.status(stack_dir):
+        typer.echo(f"  {row['name']:<20} pid {row['pid']:<8} {'alive' if row['alive'] else 'DEAD':<6} {row['url']}")
+    typer.echo("coordinator environment (credentials: source the file):")
+    for name, value in state["env"].items():
+        typer.echo(f"  export {name}={value}")
+    typer.echo(f"  source {stack_dir / 'coordinator.env'}")
+
+
+@stack_app.command("down")
+def stack_down(stack_dir: Annotated[Path, _STACK_DIR_OPTION] = Path("runs/stack")) -> None:
+    """Stop exactly the processes `up` started (workers first); keep the data."""
+    from fgrpo import stack
+
+    try:
+        rows = stack.down(stack_dir)
+    except FgrpoError as err:
+        _fail(str(err), code=1)
+        return
+    for row in rows:
+        typer.echo(f"  {row['name']:<20} pid {row['pid']:<8} {'stopped' if row['was_alive'] else 'was not running'}")
+
+
+@stack_app.command("status")
+def stack_status(
+    stack_dir: Annotated[Path, _STACK_DIR_OPTION] = Path("runs/stack"),
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Each component of the stack: pid, alive, URL."""
+    from fgrpo import stack
+
+    rows = stack.status(stack_dir)
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(f"no stack in {stack_dir}")
+    for row in rows:
+        typer.echo(f"  {row['name']:<20} pid {row['pid']:<8} {'alive' if row['alive'] else 'stopped':<7} {row['url']}")
+
+
+app.add_typer(stack_app, name="stack")
+# --- end of `fgrpo stack` ----------------------------------------------------------------------

@@ -1,0 +1,92 @@
+"""Store keys of SPEC §7, built in one place.
+
+    {prefix}/{experiment}/global/round-{t:04d}/adapter.safetensors   and .../manifest.json
+    {prefix}/{experiment}/clients/{client}/round-{t:04d}/delta.safetensors   and .../manifest.json
+    {prefix}/{experiment}/state/round-{t:04d}.json
+
+An empty prefix gives keys that start with the experiment (never with "/"). Each data owner's
+credentials may write only under its `client_prefix` and read under `global_prefix`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from fgrpo.store import StoreError
+from fgrpo_core.config import CLIENT_ID_PATTERN
+
+# Same pattern as ExperimentConfig.name (fgrpo_core.config).
+EXPERIMENT_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$"
+# One prefix segment: no empty, "." or ".." segments, nothing that escapes a folder.
+PREFIX_SEGMENT_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
+_STATE_KEY = re.compile(r"(?:^|/)state/round-(\d{4,})\.json$")
+
+
+def _check(value: str, pattern: str, what: str) -> str:
+    if not re.fullmatch(pattern, value):
+        raise StoreError(f"invalid {what} {value!r} for a store key: it must match {pattern}")
+    return value
+
+
+def _base(prefix: str, experiment: str) -> str:
+    """`{prefix}/{experiment}` with the prefix validated segment by segment ("" allowed)."""
+    _check(experiment, EXPERIMENT_PATTERN, "experiment name")
+    if prefix == "":
+        return experiment
+    for segment in prefix.split("/"):
+        _check(segment, PREFIX_SEGMENT_PATTERN, f"segment of store prefix {prefix!r}:")
+    return f"{prefix}/{experiment}"
+
+
+def _round(t: int) -> str:
+    if t < 0:
+        raise StoreError(f"round {t} is negative; rounds start at 0")
+    return f"round-{t:04d}"
+
+
+def global_prefix(prefix: str, experiment: str) -> str:
+    """Folder of every global adapter of an experiment (ends with "/")."""
+    return f"{_base(prefix, experiment)}/global/"
+
+
+def global_adapter_key(prefix: str, experiment: str, t: int) -> str:
+    """Key of the global adapter theta_t."""
+    return f"{global_prefix(prefix, experiment)}{_round(t)}/adapter.safetensors"
+
+
+def global_manifest_key(prefix: str, experiment: str, t: int) -> str:
+    """Key of the manifest of theta_t."""
+    return f"{global_prefix(prefix, experiment)}{_round(t)}/manifest.json"
+
+
+def client_prefix(prefix: str, experiment: str, client: str) -> str:
+    """Folder a data owner may write to (ends with "/")."""
+    _check(client, CLIENT_ID_PATTERN, "client id")
+    return f"{_base(prefix, experiment)}/clients/{client}/"
+
+
+def client_delta_key(prefix: str, experiment: str, client: str, t: int) -> str:
+    """Key of client `client`'s delta computed from theta_t."""
+    return f"{client_prefix(prefix, experiment, client)}{_round(t)}/delta.safetensors"
+
+
+def client_manifest_key(prefix: str, experiment: str, client: str, t: int) -> str:
+    """Key of the manifest of that delta."""
+    return f"{client_prefix(prefix, experiment, client)}{_round(t)}/manifest.json"
+
+
+def state_prefix(prefix: str, experiment: str) -> str:
+    """Folder of the committed server states (ends with "/")."""
+    return f"{_base(prefix, experiment)}/state/"
+
+
+def state_key(prefix: str, experiment: str, t: int) -> str:
+    """Key of the server state committed after round t."""
+    return f"{state_prefix(prefix, experiment)}{_round(t)}.json"
+
+
+def committed_rounds(keys: Iterable[str]) -> list[int]:
+    """Sorted round numbers of the state keys among `keys`; other keys are ignored."""
+    matches = (_STATE_KEY.search(key) for key in keys)
+    return sorted({int(m.group(1)) for m in matches if m is not None})

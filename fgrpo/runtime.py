@@ -1,0 +1,69 @@
+"""Process-local resources of a worker: loaded base models and the progress display hook.
+
+Loading a base model costs seconds (SmolLM2: ~16 s the first time, then a cached folder), so a
+worker keeps the models it loaded and lends each to one task at a time: a PeftModel holds one
+adapter, and two tasks sharing it would overwrite each other's weights.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fgrpo_core.config import ExperimentConfig
+from fgrpo_core.models import ModelBundle, load_bundle
+
+# (round, client id, step, max steps, latest reward)
+ProgressHook = Callable[[int, str, int, int, float], None]
+
+_lock = threading.Lock()
+_idle: dict[str, list[ModelBundle]] = {}
+_progress: ProgressHook | None = None
+
+
+def _bundle_key(cfg: ExperimentConfig) -> str:
+    # Everything that changes the loaded model: its settings, the adapter's shape, the device,
+    # and the families (the tiny model is warmed up on them).
+    parts = [cfg.model, cfg.lora]
+    return "|".join(p.model_dump_json() for p in parts) + f"|{cfg.grpo.device}|{cfg.data.families}"
+
+
+@contextmanager
+def borrowed_bundle(cfg: ExperimentConfig) -> Iterator[ModelBundle]:
+    """A model bundle for this task alone; returned to the pool afterwards."""
+    key = _bundle_key(cfg)
+    with _lock:
+        bundle = _idle.setdefault(key, []).pop() if _idle.get(key) else None
+    if bundle is None:
+        bundle = load_bundle(cfg)
+    try:
+        yield bundle
+    finally:
+        with _lock:
+            _idle.setdefault(key, []).append(bundle)
+
+
+def clear_bundles() -> None:
+    with _lock:
+        _idle.clear()
+
+
+def set_progress_hook(hook: ProgressHook | None) -> None:
+    global _progress
+    _progress = hook
+
+
+def report_progress(round_idx: int, client_id: str, step: int, total: int, reward: float) -> None:
+    if _progress is not None:
+        _progress(round_idx, client_id, step, total, reward)
+
+
+def work_dir(cfg: ExperimentConfig, *parts: str) -> Path:
+    """Scratch folder of this experiment on this machine (trainer output, adapter folders)."""
+    path = Path(cfg.output_dir) / cfg.name / "work"
+    for p in parts:
+        path = path / p
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,619 @@
+"""`fgrpo stack up|down|status`: the distributed topology on 127.0.0.1, without Docker.
+
+A Prefect server, an MLflow server and an S3 server (MinIO when a `minio` binary is on PATH,
+else moto), one process work pool and one client deployment per data owner, and one worker
+process per owner with its own environment and S3 credentials. Everything `up` starts is
+recorded (pid files and `stack.json` under the stack folder), so `down` stops exactly those
+processes (workers before servers) and keeps the data. Linux: process identity is checked
+through /proc so that a reused pid is never signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from fgrpo import layout
+from fgrpo.store import ENDPOINT_ENV
+from fgrpo_core.config import ExperimentConfig
+from fgrpo_core.errors import FgrpoError
+
+HOST = "127.0.0.1"
+REPO_DIR = Path(__file__).resolve().parents[1]
+STATE_FILE = "stack.json"
+STOP_GRACE_S = 10.0
+READY_TIMEOUT_S = 180.0
+# Inherited variables a worker must not see: the coordinator's credentials and endpoints.
+_PRIVATE_PREFIXES = ("AWS_", "PREFECT_", "MLFLOW_", "FGRPO_")
+_QUIET = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+class StackError(FgrpoError):
+    """The local stack cannot be started, stopped or read; the message says what to fix."""
+
+
+@dataclass
+class Component:
+    """One process started by `up`."""
+
+    name: str
+    pid: int
+    start_ticks: int  # process start time from /proc: guards against a reused pid
+    url: str
+    log: str
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def _start_ticks(pid: int) -> int:
+    """Start time of `pid` in clock ticks since boot (0 where /proc is missing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return -1
+    except OSError:
+        return 0
+    # The command name is in parentheses and may hold spaces: split after the last ')'.
+    return int(stat.rpartition(")")[2].split()[19])
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie (a zombie of ours is reaped here)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # only succeeds for our own children (e.g. `up` in-process)
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return fields[0] != "Z"
+
+
+def is_alive(comp: Component) -> bool:
+    """Whether the process `up` started still runs (same pid and same start time)."""
+    ticks = _start_ticks(comp.pid)
+    if ticks == -1:
+        return False
+    if ticks != 0 and ticks != comp.start_ticks:
+        return False  # the pid was reused by another process
+    return _running(comp.pid)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Pids of `pid`'s children, grandchildren, ... (a worker's flow runs, uvicorn workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found.extend(kids)
+        todo.extend(kids)
+    return found
+
+
+def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def stop(comp: Component, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the component's process group and descendants, then SIGKILL what remains."""
+    if not is_alive(comp):
+        return
+    family = [comp.pid, *_descendants(comp.pid)]
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(comp.pid, signal.SIGTERM)  # started with its own session: pgid == pid
+    _signal_all(family, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_running(p) for p in family):
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(comp.pid, signal.SIGKILL)
+    _signal_all(family, signal.SIGKILL)
+
+
+def _spawn(name: str, cmd: list[str], env: dict[str, str], stack_dir: Path, url: str) -> Component:
+    log = stack_dir / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=stack_dir,
+            start_new_session=True,
+        )
+    comp = Component(name=name, pid=proc.pid, start_ticks=_start_ticks(proc.pid), url=url, log=str(log))
+    pid_file = stack_dir / "pids" / f"{name}.pid"
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(f"{proc.pid}\n")
+    return comp
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_http(comp: Component, url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not is_alive(comp):
+            raise StackError(f"{comp.name} exited while starting; see its log {comp.log}:\n{_tail(comp.log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status < 500:
+                    return
+        except urllib.error.HTTPError as err:
+            if err.code < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise StackError(f"{comp.name} not ready at {url} after {timeout_s:.0f} s; see {comp.log}")
+
+
+def _tail(path: str, lines: int = 20) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
+    env.update(_QUIET)
+    # Nothing from the operator's own AWS set-up may reach a component.
+    env.update(
+        AWS_CONFIG_FILE="/nonexistent",
+        AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    return env
+
+
+# --- S3: bucket and per-owner credentials --------------------------------------------------------
+
+
+def owner_policy(bucket: str, prefix: str, experiment: str, owner: str) -> dict[str, Any]:
+    """IAM policy of one data owner: write only under its clients/<owner>/ prefix, read global/."""
+    own = layout.client_prefix(prefix, experiment, owner)
+    glob = layout.global_prefix(prefix, experiment)
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ReadGlobal",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": [f"arn:aws:s3:::{bucket}/{glob}*"],
+            },
+            {
+                "Sid": "WriteOwnPrefix",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": [f"arn:aws:s3:::{bucket}/{own}*"],
+            },
+            # Listing its own and the global prefix lets a HEAD on a missing key answer 404
+            # (not 403) on AWS and MinIO.
+            {
+                "Sid": "ListOwnAndGlobal",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": [f"arn:aws:s3:::{bucket}"],
+                "Condition": {"StringLike": {"s3:prefix": [f"{own}*", f"{glob}*"]}},
+            },
+        ],
+    }
+
+
+def coordinator_policy(bucket: str) -> dict[str, Any]:
+    """The coordinator reads every delta and writes global adapters and state."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:*"],
+                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+            }
+        ],
+    }
+
+
+def _boto(service: str, endpoint: str, region: str, key: tuple[str, str]) -> Any:
+    import boto3
+    import botocore.config
+
+    session = boto3.session.Session(aws_access_key_id=key[0], aws_secret_access_key=key[1])
+    config = botocore.config.Config(s3={"addressing_style": "path"})
+    return session.client(service, endpoint_url=endpoint, region_name=region, config=config)  # type: ignore[call-overload]
+
+
+def _provision_moto(endpoint: str, cfg: ExperimentConfig) -> dict[str, tuple[str, str]]:
+    """Bucket, one IAM user per owner plus the coordinator, then moto enforces the policies."""
+    boot = ("stack-bootstrap", "stack-bootstrap")  # accepted while moto does not check auth
+    s3 = _boto("s3", endpoint, cfg.store.region, boot)
+    if cfg.store.bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=cfg.store.bucket)
+    iam = _boto("iam", endpoint, cfg.store.region, boot)
+    users = {"coordinator": coordinator_policy(cfg.store.bucket)}
+    for spec in cfg.clients:
+        users[spec.id] = owner_policy(cfg.store.bucket, cfg.store.prefix, cfg.name, spec.id)
+    keys: dict[str, tuple[str, str]] = {}
+    for user, policy in users.items():
+        iam.create_user(UserName=f"fgrpo-{user}")
+        iam.put_user_policy(UserName=f"fgrpo-{user}", PolicyName="fgrpo", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=f"fgrpo-{user}")["AccessKey"]
+        keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
+    # From now on every request needs a key above and is checked against its policy.
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/reset-auth", data=b"0", headers={"Content-Type": "text/plain"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=5):
+        pass
+    return keys
+
+
+def _provision_minio(
+    endpoint: str, cfg: ExperimentConfig, root: tuple[str, str], stack_dir: Path
+) -> dict[str, tuple[str, str]]:
+    """Bucket, and with `mc` on PATH one MinIO user per owner; without `mc` owners share root."""
+    s3 = _boto("s3", endpoint, cfg.store.region, root)
+    if cfg.store.bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=cfg.store.bucket)
+    keys = {"coordinator": root}
+    mc = shutil.which("mc")
+    if mc is None:
+        print(
+            "warning: no `mc` on PATH: owners share the root credentials; only the coordinator's "
+            "manifest check guards the owners' prefixes",
+            file=sys.stderr,
+        )
+        return keys | {spec.id: root for spec in cfg.clients}
+    env = {**os.environ, "MC_CONFIG_DIR": str(stack_dir / "mc")}
+
+    def run(*args: str) -> None:
+        subprocess.run([mc, *args], env=env, check=True, capture_output=True)
+
+    run("alias", "set", "stack", endpoint, *root)
+    for spec in cfg.clients:
+        policy_file = stack_dir / "credentials" / f"owner-{spec.id}.json"
+        policy_file.write_text(
+            json.dumps(owner_policy(cfg.store.bucket, cfg.store.prefix, cfg.name, spec.id))
+        )
+        keys[spec.id] = (f"owner-{spec.id}", secrets.token_urlsafe(24))
+        run("admin", "policy", "create", "stack", f"owner-{spec.id}", str(policy_file))
+        run("admin", "user", "add", "stack", *keys[spec.id])
+        run("admin", "policy", "attach", "stack", f"owner-{spec.id}", "--user", keys[spec.id][0])
+    return keys
+
+
+def _write_env_file(path: Path, values: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    os.chmod(path, 0o600)  # secrets: readable by this user only
+    path.write_text("".join(f"export {k}={v}\n" for k, v in values.items()))
+
+
+# --- Prefect: one work pool, deployment and worker per owner ---------------------------------------
+
+
+def _deploy_clients(api_url: str, cfg: ExperimentConfig) -> None:
+    """Create each owner's process work pool and its `fgrpo-client/<owner>` deployment."""
+    import asyncio
+
+    from prefect import Flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.workers.process import ProcessWorker
+
+    from flows.distributed import work_pool_name
+
+    async def create_pools() -> None:
+        template = ProcessWorker.get_default_base_job_template()
+        async with get_client() as client:
+            for spec in cfg.clients:
+                pool = WorkPoolCreate(
+                    name=work_pool_name(spec.id), type="process", base_job_template=template
+                )
+                with contextlib.suppress(ObjectAlreadyExists):
+                    await client.create_work_pool(work_pool=pool)
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        asyncio.run(create_pools())
+        for spec in cfg.clients:
+            client_flow: Any = Flow.from_source(
+                source=str(REPO_DIR), entrypoint="flows/client.py:client_round"
+            )
+            client_flow.deploy(
+                name=spec.id,
+                work_pool_name=work_pool_name(spec.id),
+                job_variables={"env": {"FGRPO_DEVICE": cfg.grpo.device}},
+                tags=["fgrpo", f"owner:{spec.id}"],
+                build=False,
+                push=False,
+                print_next_steps=False,
+                ignore_warnings=True,
+            )
+
+
+def _wait_workers(api_url: str, cfg: ExperimentConfig, workers: list[Component]) -> None:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.distributed import work_pool_name
+
+    async def wait() -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        async with get_client() as client:
+            for spec, comp in zip(cfg.clients, workers, strict=True):
+                while not await client.read_workers_for_work_pool(work_pool_name(spec.id)):
+                    if not is_alive(comp):
+                        raise StackError(f"{comp.name} exited; see {comp.log}:\n{_tail(comp.log)}")
+                    if time.monotonic() > deadline:
+                        raise StackError(f"{comp.name} did not register with its pool; see {comp.log}")
+                    await asyncio.sleep(0.5)
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        asyncio.run(wait())
+
+
+# --- up / down / status ------------------------------------------------------------------------
+
+
+def read_state(stack_dir: Path) -> dict[str, Any] | None:
+    path = stack_dir / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def components(state: dict[str, Any]) -> list[Component]:
+    return [Component(**c) for c in state["components"]]
+
+
+def up(
+    cfg: ExperimentConfig, config_path: Path, stack_dir: Path, owner_configs: dict[str, Path] | None = None
+) -> dict[str, Any]:
+    """Start the stack (or report the running one); return its state with `already_running`."""
+    stack_dir = stack_dir.resolve()
+    state = read_state(stack_dir)
+    if state is not None:
+        alive = [is_alive(c) for c in components(state)]
+        if all(alive):
+            return {**state, "already_running": True}
+        if any(alive):
+            raise StackError(
+                f"the stack in {stack_dir} is partly running: run `fgrpo stack down --dir {stack_dir}` first"
+            )
+    owner_configs = owner_configs or {}
+    unknown = sorted(set(owner_configs) - {c.id for c in cfg.clients})
+    if unknown:
+        raise StackError(
+            f"--owner-config names unknown owners {unknown}; owners are {[c.id for c in cfg.clients]}"
+        )
+    stack_dir.mkdir(parents=True, exist_ok=True)
+    started: list[Component] = []
+    try:
+        env = _start_servers(cfg, stack_dir, started)
+        keys = env.pop("_keys")  # type: ignore[arg-type]
+        _deploy_clients(env["PREFECT_API_URL"], cfg)
+        workers = [
+            _start_worker(
+                spec.id, env, keys[spec.id], owner_configs.get(spec.id, config_path).resolve(), cfg, stack_dir
+            )
+            for spec in cfg.clients
+        ]
+        started.extend(workers)
+        _wait_workers(env["PREFECT_API_URL"], cfg, workers)
+    except BaseException:
+        for comp in reversed(started):
+            stop(comp)
+        raise
+    coordinator_key = keys["coordinator"]
+    _write_env_file(
+        stack_dir / "coordinator.env",
+        {
+            **env,
+            "AWS_ACCESS_KEY_ID": coordinator_key[0],
+            "AWS_SECRET_ACCESS_KEY": coordinator_key[1],
+            "AWS_DEFAULT_REGION": cfg.store.region,
+        },
+    )
+    state = {
+        "experiment": cfg.name,
+        "config": str(config_path.resolve()),
+        "bucket": cfg.store.bucket,
+        "owners": [c.id for c in cfg.clients],
+        "env": env,
+        "components": [asdict(c) for c in started],
+    }
+    (stack_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+    return {**state, "already_running": False}
+
+
+def _start_servers(cfg: ExperimentConfig, stack_dir: Path, started: list[Component]) -> dict[str, Any]:
+    """Prefect, MLflow and S3 servers, started together and then awaited."""
+    base = _base_env()
+    p_port, m_port, s_port = _free_port(), _free_port(), _free_port()
+    prefect_home = stack_dir / "prefect"
+    prefect = _spawn(
+        "prefect-server",
+        [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(p_port)],
+        {**base, "PREFECT_HOME": str(prefect_home)},
+        stack_dir,
+        f"http://{HOST}:{p_port}",
+    )
+    started.append(prefect)
+    mlflow_dir = stack_dir / "mlflow"
+    (mlflow_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+    mlflow = _spawn(
+        "mlflow-server",
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(mlflow_dir / "artifacts"),
+            "--host",
+            HOST,
+            "--port",
+            str(m_port),
+            "--workers",
+            "1",
+        ],
+        {**base, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stack_dir,
+        f"http://{HOST}:{m_port}",
+    )
+    started.append(mlflow)
+    minio = shutil.which("minio")
+    s3_url = f"http://{HOST}:{s_port}"
+    root = ("fgrpo-root", secrets.token_urlsafe(24))
+    if minio is not None:
+        s3 = _spawn(
+            "s3-server",
+            [
+                minio,
+                "server",
+                str(stack_dir / "minio"),
+                "--address",
+                f"{HOST}:{s_port}",
+                "--console-address",
+                f"{HOST}:{_free_port()}",
+            ],
+            {**base, "MINIO_ROOT_USER": root[0], "MINIO_ROOT_PASSWORD": root[1]},
+            stack_dir,
+            s3_url,
+        )
+    else:
+        s3 = _spawn(
+            "s3-server",
+            [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(s_port)],
+            base,
+            stack_dir,
+            s3_url,
+        )
+    started.append(s3)
+    _wait_http(s3, f"{s3_url}/minio/health/live" if minio else f"{s3_url}/moto-api/")
+    keys = _provision_minio(s3_url, cfg, root, stack_dir) if minio else _provision_moto(s3_url, cfg)
+    _wait_http(mlflow, f"{mlflow.url}/health")
+    _wait_http(prefect, f"{prefect.url}/api/health")
+    return {
+        "PREFECT_API_URL": f"{prefect.url}/api",
+        "MLFLOW_TRACKING_URI": mlflow.url,
+        ENDPOINT_ENV: s3_url,
+        "_keys": keys,
+    }
+
+
+def _start_worker(
+    owner: str,
+    env: dict[str, str],
+    key: tuple[str, str],
+    owner_config: Path,
+    cfg: ExperimentConfig,
+    stack_dir: Path,
+) -> Component:
+    """One owner's worker: only its own credentials, config and Prefect home."""
+    from flows.client import OWNER_CONFIG_ENV, OWNER_ID_ENV
+    from flows.distributed import work_pool_name
+
+    home = stack_dir / "workers" / owner
+    home.mkdir(parents=True, exist_ok=True)
+    python_path = os.pathsep.join(p for p in (str(REPO_DIR), os.environ.get("PYTHONPATH", "")) if p)
+    _write_env_file(
+        stack_dir / "credentials" / f"{owner}.env",
+        {"AWS_ACCESS_KEY_ID": key[0], "AWS_SECRET_ACCESS_KEY": key[1]},
+    )
+    worker_env = {
+        **_base_env(),
+        "PREFECT_API_URL": env["PREFECT_API_URL"],
+        "PREFECT_HOME": str(home),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        ENDPOINT_ENV: env[ENDPOINT_ENV],
+        "AWS_ACCESS_KEY_ID": key[0],
+        "AWS_SECRET_ACCESS_KEY": key[1],
+        "AWS_DEFAULT_REGION": cfg.store.region,
+        OWNER_CONFIG_ENV: str(owner_config),
+        OWNER_ID_ENV: owner,
+        "PYTHONPATH": python_path,
+    }
+    pool = work_pool_name(owner)
+    cmd = [
+        sys.executable,
+        "-m",
+        "prefect",
+        "worker",
+        "start",
+        "--pool",
+        pool,
+        "--type",
+        "process",
+        "--name",
+        f"{pool}-worker",
+    ]
+    return _spawn(f"worker-{owner}", cmd, worker_env, stack_dir, env["PREFECT_API_URL"])
+
+
+def down(stack_dir: Path) -> list[dict[str, Any]]:
+    """Stop every process `up` started, workers first (a worker outlives a stopped server)."""
+    state = read_state(stack_dir.resolve())
+    if state is None:
+        raise StackError(f"no stack state in {stack_dir} ({STATE_FILE}); nothing was started there")
+    report = []
+    for comp in reversed(components(state)):
+        was_alive = is_alive(comp)
+        stop(comp)
+        (stack_dir / "pids" / f"{comp.name}.pid").unlink(missing_ok=True)
+        report.append({"name": comp.name, "pid": comp.pid, "was_alive": was_alive, "alive": is_alive(comp)})
+    return report
+
+
+def status(stack_dir: Path) -> list[dict[str, Any]]:
+    """Each component: name, pid, alive, URL."""
+    state = read_state(stack_dir.resolve())
+    if state is None:
+        return []
+    return [
+        {"name": c.name, "pid": c.pid, "alive": is_alive(c), "url": c.url, "log": c.log}
+        for c in components(state)
+    ]

@@ -1,0 +1,327 @@
+"""Aggregation: client weights (fedavg, reward, fgrpo), the weighted delta sum, norm screening.
+
+Read next to SPEC §2. The FGRPO idea (weight clients by their relative performance gain against
+a personalised historical baseline) is from "FGRPO: Federated GRPO with Adaptive Aggregation on
+Non-IID Data" (arXiv 2606.03094); the exact formulas here are this project's design.
+
+Everything is a pure function: the server state goes in and a new one comes out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from fgrpo_core.config import AggregationSettings
+from fgrpo_core.deltas import check_layout, delta_norm
+from fgrpo_core.errors import AggregationError, DeltaValidationError
+from fgrpo_core.types import Adapter, ClientHistory, ClientStats, ClientWeight, ServerState
+
+_SUM_TOLERANCE = 1e-9
+
+
+# --- personal statistics and gain (SPEC §2, "FGRPO weights") --------------------------------
+
+
+def observed_scale(stats: ClientStats, settings: AggregationSettings) -> float:
+    """This round's observation of the scale: stderr of the paired change, or the reward's std."""
+    if settings.gain_scale == "stderr":
+        return stats.sigma_diff / math.sqrt(stats.m)
+    return stats.sigma
+
+
+def scale_floor(stats: ClientStats, settings: AggregationSettings) -> float:
+    """scale_floor = scale_floor_frac * (reward_hi - reward_lo): a constant reward cannot divide by 0."""
+    reward_range = stats.reward_hi - stats.reward_lo
+    if reward_range <= 0:
+        raise AggregationError(
+            f"client {stats.client_id!r}: reward_hi ({stats.reward_hi}) must exceed "
+            f"reward_lo ({stats.reward_lo}); report the reward range of its task family"
+        )
+    return settings.scale_floor_frac * reward_range
+
+
+@dataclass(frozen=True)
+class Gain:
+    """One client's gain and the statistics it was computed from (all logged)."""
+
+    baseline: float  # b_k before this round's update
+    scale: float  # s_k used for the gain, floored
+    gain: float  # after the dead zone, before clipping
+
+
+def client_gain(stats: ClientStats, history: ClientHistory | None, settings: AggregationSettings) -> Gain:
+    """g_k = (r_post - ref) / max(s_k, floor), with s_k and b_k from BEFORE this round's update."""
+    baseline = stats.r_pre if history is None else history.baseline
+    previous_scale = observed_scale(stats, settings) if history is None else history.scale
+    scale = max(previous_scale, scale_floor(stats, settings))
+    reference = stats.r_pre if settings.gain_reference == "round_start" else baseline
+    raw_gain = (stats.r_post - reference) / scale
+    # Dead zone: |gain| below gain_deadzone is noise, i.e. no progress.
+    gain = math.copysign(max(0.0, abs(raw_gain) - settings.gain_deadzone), raw_gain)
+    return Gain(baseline=baseline, scale=scale, gain=gain)
+
+
+def updated_history(
+    stats: ClientStats, history: ClientHistory | None, settings: AggregationSettings
+) -> ClientHistory:
+    """b_k <- beta b_k + (1-beta) r_post; s_k <- beta s_k + (1-beta) obs (first round: b=r_pre, s=obs)."""
+    beta = settings.baseline_beta
+    observation = observed_scale(stats, settings)
+    baseline = stats.r_pre if history is None else history.baseline
+    scale = observation if history is None else history.scale
+    rounds_seen = 0 if history is None else history.rounds_seen
+    return ClientHistory(
+        baseline=beta * baseline + (1.0 - beta) * stats.r_post,
+        scale=beta * scale + (1.0 - beta) * observation,
+        rounds_seen=rounds_seen + 1,
+    )
+
+
+# --- weighting rules: one function each, dispatched by a plain dict --------------------------
+
+
+def fedavg_weights(
+    stats: Sequence[ClientStats], gains: np.ndarray, settings: AggregationSettings
+) -> np.ndarray:
+    """w_k = n_k / sum n."""
+    n = np.array([s.n_k for s in stats], dtype=np.float64)
+    return n / n.sum()
+
+
+def reward_weights(
+    stats: Sequence[ClientStats], gains: np.ndarray, settings: AggregationSettings
+) -> np.ndarray:
+    """w_k ~ n_k * (r_post_k - min_r), min_r = the lowest reward_lo of the round.
+
+    One common shift for everyone, so raw reward scales are compared as they are: that is the
+    naive rule FGRPO fixes (it favours the loudest scale and the easiest task). Rewards below
+    min_r count as 0; if every product is 0, fall back to fedavg.
+    """
+    min_r = min(s.reward_lo for s in stats)
+    n = np.array([s.n_k for s in stats], dtype=np.float64)
+    excess = np.array([max(0.0, s.r_post - min_r) for s in stats], dtype=np.float64)
+    products = n * excess
+    if products.sum() <= 0.0:
+        return fedavg_weights(stats, gains, settings)
+    return products / products.sum()
+
+
+def fgrpo_weights(
+    stats: Sequence[ClientStats], gains: np.ndarray, settings: AggregationSettings
+) -> np.ndarray:
+    """u_k = n_k**lam * exp(clip(g_k, -gain_clip, gain_clip) / tau); w = (1-mu) u/sum u + mu/K."""
+    n = np.array([s.n_k for s in stats], dtype=np.float64)
+    clipped = np.clip(gains, -settings.gain_clip, settings.gain_clip)
+    log_u = settings.lam * np.log(n) + clipped / settings.tau
+    u = np.exp(log_u - log_u.max())  # subtract the max: no overflow, same ratios
+    k = len(stats)
+    return (1.0 - settings.mu) * u / u.sum() + settings.mu / k
+
+
+WeightRule = Callable[[Sequence[ClientStats], np.ndarray, AggregationSettings], np.ndarray]
+STRATEGIES: dict[str, WeightRule] = {
+    "fedavg": fedavg_weights,
+    "reward": reward_weights,
+    "fgrpo": fgrpo_weights,
+}
+
+
+def cap_weights(weights: np.ndarray, cap: float) -> np.ndarray:
+    """No weight above ``cap``: the excess goes to the uncapped clients in proportion to theirs.
+
+    Redistribution only adds weight to others, so a floor such as fgrpo's mu/K is kept.
+    """
+    k = len(weights)
+    if cap * k < 1.0 - _SUM_TOLERANCE:
+        raise AggregationError(
+            f"weight_cap {cap} x {k} clients < 1: the weights cannot sum to 1; raise "
+            f"aggregation.weight_cap to at least {1.0 / k:.4f} or wait for more clients"
+        )
+    capped_weights = weights.astype(np.float64, copy=True)
+    capped = np.zeros(k, dtype=bool)
+    for _ in range(k):  # each pass caps at least one more client
+        over = capped_weights > cap
+        if not over.any():
+            break
+        capped |= over
+        excess = float((capped_weights[over] - cap).sum())
+        capped_weights[over] = cap
+        free = ~capped
+        if not free.any():
+            break
+        free_total = float(capped_weights[free].sum())
+        share = (
+            capped_weights[free] / free_total
+            if free_total > 0
+            else np.full(int(free.sum()), 1.0 / free.sum())
+        )
+        capped_weights[free] += excess * share
+    return capped_weights
+
+
+def _check_round(stats: Sequence[ClientStats]) -> None:
+    if not stats:
+        raise AggregationError("no client stats for this round: nothing to weight")
+    ids = [s.client_id for s in stats]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise AggregationError(f"duplicate client ids in one round: {duplicates}")
+    for s in stats:
+        reported = (s.r_pre, s.r_post, s.sigma, s.sigma_diff, s.reward_lo, s.reward_hi)
+        if not all(math.isfinite(v) for v in reported):
+            raise AggregationError(
+                f"client {s.client_id!r} reported non-finite statistics {reported}: leave it out of the round"
+            )
+
+
+def compute_weights(
+    stats: Sequence[ClientStats], state: ServerState, settings: AggregationSettings
+) -> tuple[list[ClientWeight], ServerState]:
+    """One ClientWeight row per client (input order) and the new state (``round`` unchanged).
+
+    Every strategy computes the FGRPO gain and updates the personal statistics the same way, so
+    they are logged for fedavg too and the strategy can change mid-experiment. Clients absent
+    from ``stats`` keep their history.
+    """
+    _check_round(stats)
+    # None marks a client's first round.
+    histories = [state.clients.get(s.client_id) for s in stats]
+    gains = [client_gain(s, h, settings) for s, h in zip(stats, histories, strict=True)]
+    gain_values = np.array([g.gain for g in gains], dtype=np.float64)
+
+    weights = STRATEGIES[settings.strategy](stats, gain_values, settings)
+    weights = cap_weights(weights, settings.weight_cap)
+    total = float(weights.sum())
+    if abs(total - 1.0) > _SUM_TOLERANCE or not np.isfinite(weights).all():
+        raise AggregationError(f"internal: weights {weights.tolist()} sum to {total}, not 1")
+
+    new_clients = {cid: h.model_copy() for cid, h in state.clients.items()}
+    for s, h in zip(stats, histories, strict=True):
+        new_clients[s.client_id] = updated_history(s, h, settings)
+    new_state = state.model_copy(update={"clients": new_clients})
+
+    rows = [
+        ClientWeight(
+            client_id=s.client_id,
+            n_k=s.n_k,
+            r_pre=s.r_pre,
+            r_post=s.r_post,
+            sigma_diff=s.sigma_diff,
+            baseline=g.baseline,
+            scale=g.scale,
+            gain=g.gain,
+            weight=float(w),
+        )
+        for s, g, w in zip(stats, gains, weights, strict=True)
+    ]
+    return rows, new_state
+
+
+# --- theta_{t+1} = theta_t + eta * sum_k w_k delta_k -----------------------------------------
+
+
+def aggregate_deltas(
+    global_adapter: Adapter,
+    deltas: Mapping[str, Adapter],
+    weights: Mapping[str, float],
+    server_lr: float,
+    lora_aggregation: Literal["separate", "freeze_a"],
+) -> Adapter:
+    """theta + eta * sum_k w_k delta_k, accumulated in float64 over sorted client ids, float32 out.
+
+    ``separate`` averages A and B independently (FlowerTune, FedIT): the average of B_k·A_k is
+    not the product of the averages. ``freeze_a`` (FFA-LoRA) requires every ``lora_A`` delta to
+    be zero, so A stays shared and averaging B averages the products exactly.
+    """
+    if set(deltas) != set(weights):
+        raise AggregationError(
+            f"client sets differ: deltas only {sorted(set(deltas) - set(weights))}, "
+            f"weights only {sorted(set(weights) - set(deltas))}; weight exactly the kept deltas"
+        )
+    if not deltas:
+        raise AggregationError("no deltas to aggregate")
+    client_ids = sorted(deltas)
+    weight_values = [float(weights[cid]) for cid in client_ids]
+    if not all(math.isfinite(w) and w >= 0.0 for w in weight_values):
+        raise AggregationError(
+            f"weights must be finite and >= 0, got {dict(zip(client_ids, weight_values, strict=True))}"
+        )
+    if abs(sum(weight_values) - 1.0) > 1e-6:
+        raise AggregationError(
+            f"weights sum to {sum(weight_values)}, not 1: recompute them over the kept clients"
+        )
+    for cid in client_ids:
+        try:
+            check_layout(deltas[cid], global_adapter, what=f"delta of client {cid!r}")
+        except DeltaValidationError as err:
+            raise AggregationError(str(err)) from err
+    if lora_aggregation == "freeze_a":
+        for cid in client_ids:
+            for key in sorted(k for k in global_adapter if "lora_A" in k):
+                if bool(deltas[cid][key].ne(0).any()):
+                    raise AggregationError(
+                        f"freeze_a: client {cid!r} changed {key!r}; train with lora.freeze_a: true "
+                        "or use lora_aggregation 'separate'"
+                    )
+
+    new_adapter: Adapter = {}
+    for key in sorted(global_adapter):
+        weighted_sum = torch.zeros(global_adapter[key].shape, dtype=torch.float64)
+        for cid, w in zip(client_ids, weight_values, strict=True):
+            weighted_sum += w * deltas[cid][key].detach().double()
+        new_adapter[key] = (global_adapter[key].detach().double() + server_lr * weighted_sum).to(
+            torch.float32
+        )
+    return new_adapter
+
+
+# --- norm screening (SPEC §5) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NormScreen:
+    """Outcome of screening a round's deltas by norm."""
+
+    kept: dict[str, Adapter]  # clipped where needed; rejected ones are absent
+    norms: dict[str, float]  # norm as received
+    median: float
+    clipped: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)  # client id -> reason
+
+
+def screen_norms(
+    deltas: Mapping[str, Adapter], max_ratio: float, action: Literal["clip", "reject"]
+) -> NormScreen:
+    """Clip (to max_ratio x median) or reject every delta whose norm exceeds max_ratio x median.
+
+    The median is over all of the round's norms, the outlier included: with 1 or 2 clients it
+    cannot single one out (with two, the median is their mean), so screening needs >= 3. A zero
+    median (half the clients did not move) gives no scale to compare with: nothing is screened.
+    """
+    if not deltas:
+        raise AggregationError("no deltas to screen")
+    client_ids = sorted(deltas)
+    norms = {cid: delta_norm(deltas[cid]) for cid in client_ids}
+    median = float(np.median([norms[cid] for cid in client_ids]))
+    limit = max_ratio * median
+
+    kept: dict[str, Adapter] = {}
+    clipped: list[str] = []
+    rejected: dict[str, str] = {}
+    for cid in client_ids:
+        norm = norms[cid]
+        if median <= 0.0 or norm <= limit:
+            kept[cid] = deltas[cid]
+        elif action == "reject":
+            rejected[cid] = f"norm {norm:.4g} > {max_ratio} x median {median:.4g}"
+        else:
+            factor = limit / norm
+            kept[cid] = {key: tensor * factor for key, tensor in deltas[cid].items()}
+            clipped.append(cid)
+    return NormScreen(kept=kept, norms=norms, median=median, clipped=clipped, rejected=rejected)

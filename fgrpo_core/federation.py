@@ -1,0 +1,276 @@
+"""One federated round as plain functions: a client's update and the coordinator's aggregation.
+
+The in-process runner and the Prefect tasks call exactly these, so the bare loop and the
+orchestrated pipeline compute the same thing. Nothing here touches a store or a tracker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fgrpo_core import rewards
+from fgrpo_core.aggregation import aggregate_deltas, compute_weights, screen_norms
+from fgrpo_core.config import ClientSpec, ExperimentConfig
+from fgrpo_core.deltas import subtract, validate_delta
+from fgrpo_core.errors import ConfigError, DeltaValidationError, QuorumError
+from fgrpo_core.evaluate import evaluate
+from fgrpo_core.models import ModelBundle, set_adapter
+from fgrpo_core.partition import ClientData, client_data
+from fgrpo_core.tasks import Example, get_family
+from fgrpo_core.trainer import train_client
+from fgrpo_core.types import Adapter, ClientStats, FamilyScore, GlobalEval, RoundRow, ServerState
+
+Progress = Callable[[int, int, float], None]
+
+
+# --- rewards of a client -----------------------------------------------------------------------
+
+
+def _family_dispatch(families: Sequence[str]) -> rewards.RewardFn:
+    """Score each completion with its own family's reward (a client may mix families)."""
+    table = {f: rewards.get_reward(get_family(f).reward_name) for f in families}
+
+    def reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        fams = kwargs.get("family")
+        if fams is None:
+            raise ConfigError("a multi-family reward needs the 'family' column of each prompt")
+        out: list[float | None] = []
+        for completion, answer, fam in zip(completions, kwargs["answer"], fams, strict=True):
+            out.extend(table[fam]([completion], answer=[answer]))
+        return out
+
+    reward.__name__ = "+".join(get_family(f).reward_name for f in families)
+    return reward
+
+
+def client_reward(spec: ClientSpec, families: Sequence[str]) -> tuple[rewards.RewardFn, tuple[float, float]]:
+    """The client's reward function and its range, after the client's affine scale and shift."""
+    if spec.reward is not None:
+        fn, lo_hi = rewards.get_reward(spec.reward), rewards.reward_range(spec.reward)
+    elif len(families) == 1:
+        name = get_family(families[0]).reward_name
+        fn, lo_hi = rewards.get_reward(name), rewards.reward_range(name)
+    else:
+        ranges = [get_family(f).reward_range for f in families]
+        fn, lo_hi = _family_dispatch(families), (min(r[0] for r in ranges), max(r[1] for r in ranges))
+    if spec.reward_scale == 1.0 and spec.reward_shift == 0.0:
+        return fn, lo_hi
+    return (
+        rewards.scaled(fn, spec.reward_scale, spec.reward_shift),
+        rewards.scaled_range(lo_hi, spec.reward_scale, spec.reward_shift),
+    )
+
+
+def _spec(cfg: ExperimentConfig, client_id: str) -> ClientSpec:
+    for spec in cfg.clients:
+        if spec.id == client_id:
+            return spec
+    raise ConfigError(f"unknown client {client_id!r}; clients are {[c.id for c in cfg.clients]}")
+
+
+def _families_of(data: ClientData) -> list[str]:
+    return sorted({e.family for e in [*data.train, *data.val]})
+
+
+# --- the client's side (SPEC §1, client steps 1-5 without the upload) ---------------------------
+
+
+@dataclass
+class ClientUpdate:
+    """What a client produces in a round: its delta (stays a tensor map) and its scalar stats."""
+
+    delta: Adapter
+    stats: ClientStats
+
+
+def client_update(
+    bundle: ModelBundle,
+    global_adapter: Adapter,
+    cfg: ExperimentConfig,
+    client_id: str,
+    round_idx: int,
+    output_dir: str | Path,
+    progress: Progress | None = None,
+) -> ClientUpdate:
+    """Train one client for one round from the global adapter; return delta = local - global."""
+    spec = _spec(cfg, client_id)
+    data = client_data(cfg, client_id)
+    reward_fn, reward_range = client_reward(spec, _families_of(data))
+    # Distinct seeds per client and round, stable across processes (no Python hash()).
+    seed = cfg.seed * 1_000_003 + round_idx * 1_009 + [c.id for c in cfg.clients].index(client_id)
+    result = train_client(
+        bundle,
+        global_adapter,
+        data,
+        reward_fn,
+        reward_range,
+        cfg.grpo,
+        cfg.evaluation,
+        round_idx,
+        seed,
+        output_dir,
+        progress,
+    )
+    return ClientUpdate(delta=subtract(result.adapter, global_adapter), stats=result.stats)
+
+
+# --- evaluation on the coordinator -------------------------------------------------------------
+
+
+def evaluate_families(
+    bundle: ModelBundle, adapter: Adapter, sets: Mapping[str, Sequence[Example]], cfg: ExperimentConfig
+) -> GlobalEval:
+    """Greedy accuracy and mean reward (the family's own reward) of an adapter, per family."""
+    set_adapter(bundle.model, adapter)
+    scores: dict[str, FamilyScore] = {}
+    for family in sorted(sets):
+        fam = get_family(family)
+        result = evaluate(
+            bundle, sets[family], rewards.get_reward(fam.reward_name), cfg.evaluation, fam.reward_range
+        )
+        scores[family] = FamilyScore(accuracy=result.accuracy, mean_reward=result.mean_reward, n=result.n)
+    return GlobalEval(families=scores)
+
+
+def probe_stats(
+    bundle: ModelBundle,
+    global_adapter: Adapter,
+    update: ClientUpdate,
+    families: Sequence[str],
+    probe: Mapping[str, Sequence[Example]],
+    cfg: ExperimentConfig,
+) -> ClientStats:
+    """Replace a client's self-reported r_pre, r_post and spreads by the coordinator's own measure.
+
+    The probe prompts are public and scored with each family's true reward, so a client whose own
+    (possibly hackable) reward rises while the task does not improve shows no gain here.
+    """
+    examples = [e for f in sorted(families) for e in probe[f]]
+    ranges = [get_family(f).reward_range for f in families]
+    lo_hi = (min(r[0] for r in ranges), max(r[1] for r in ranges))
+    fn = _family_dispatch(sorted(families))
+
+    def run(adapter: Adapter) -> np.ndarray:
+        set_adapter(bundle.model, adapter)
+        res = evaluate(bundle, examples, fn, cfg.evaluation, lo_hi)
+        return np.asarray(res.rewards, dtype=np.float64)
+
+    pre = run(global_adapter)
+    post = run({k: global_adapter[k] + update.delta[k] for k in sorted(global_adapter)})
+    return update.stats.model_copy(
+        update={
+            "r_pre": float(pre.mean()),
+            "r_post": float(post.mean()),
+            "sigma": float(pre.std()),
+            "sigma_diff": float((post - pre).std()),
+            "m": len(examples),
+            "reward_lo": lo_hi[0],
+            "reward_hi": lo_hi[1],
+        }
+    )
+
+
+# --- the coordinator's side (SPEC §1 coordinator steps 1-3, §5 validation) ----------------------
+
+
+@dataclass
+class RoundOutcome:
+    """A committed round: the new global adapter, the round table and the new server state."""
+
+    adapter: Adapter
+    rows: list[RoundRow]
+    state: ServerState
+    accepted: list[str]
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def aggregate_round(
+    global_adapter: Adapter,
+    updates: Mapping[str, ClientUpdate],
+    failed: Mapping[str, str],
+    state: ServerState,
+    cfg: ExperimentConfig,
+    round_idx: int,
+    delta_bytes: Mapping[str, int] | None = None,
+    probe: Callable[[str, ClientUpdate], ClientStats] | None = None,
+) -> RoundOutcome:
+    """Validate, screen, weight and apply a round's deltas; raise QuorumError below min_clients.
+
+    ``failed`` holds clients that never delivered (crash, timeout, bad manifest) with the reason;
+    they are recorded, not averaged. ``probe`` (gain_source 'server_probe') recomputes a client's
+    stats from its delta.
+    """
+    agg = cfg.aggregation
+    rejected: dict[str, str] = dict(failed)
+    valid: dict[str, ClientUpdate] = {}
+    for cid in sorted(updates):
+        try:
+            validate_delta(updates[cid].delta, global_adapter)
+        except DeltaValidationError as err:
+            rejected[cid] = f"{err.reason}: {err}"
+            continue
+        valid[cid] = updates[cid]
+
+    screen = (
+        screen_norms({c: u.delta for c, u in valid.items()}, agg.max_delta_norm_ratio, agg.norm_action)
+        if valid
+        else None
+    )
+    kept = dict(screen.kept) if screen else {}
+    if screen:
+        rejected.update(screen.rejected)
+    if len(kept) < cfg.federation.min_clients:
+        raise QuorumError(
+            f"round {round_idx}: {len(kept)} valid deltas, federation.min_clients is "
+            f"{cfg.federation.min_clients}; failed or rejected: {rejected or 'none'}. The previous "
+            "global adapter stays; fix the listed clients or lower min_clients"
+        )
+
+    stats = []
+    for cid in sorted(kept):
+        update = ClientUpdate(delta=kept[cid], stats=valid[cid].stats)
+        stats.append(probe(cid, update) if probe is not None else update.stats)
+    weight_rows, new_state = compute_weights(stats, state, agg)
+    weights = {r.client_id: r.weight for r in weight_rows}
+    new_adapter = aggregate_deltas(global_adapter, kept, weights, agg.server_lr, agg.lora_aggregation)
+    new_state = new_state.model_copy(update={"round": round_idx})
+
+    sizes = dict(delta_bytes or {})
+    norms = screen.norms if screen else {}
+    clipped = set(screen.clipped) if screen else set()
+    rows = [
+        RoundRow(
+            **w.model_dump(),
+            accepted=True,
+            clipped=w.client_id in clipped,
+            reason="norm clipped" if w.client_id in clipped else "",
+            delta_norm=norms[w.client_id],
+            delta_bytes=sizes.get(w.client_id, 0),
+            reported_r_post=valid[w.client_id].stats.r_post,
+        )
+        for w in weight_rows
+    ]
+    for cid in sorted(rejected):
+        reported = updates[cid].stats if cid in updates else None
+        rows.append(
+            RoundRow(
+                client_id=cid,
+                accepted=False,
+                reason=rejected[cid],
+                delta_norm=norms.get(cid, 0.0),
+                delta_bytes=sizes.get(cid, 0),
+                n_k=reported.n_k if reported else 0,
+                r_pre=reported.r_pre if reported else 0.0,
+                r_post=reported.r_post if reported else 0.0,
+                reported_r_post=reported.r_post if reported else 0.0,
+            )
+        )
+    rows.sort(key=lambda r: r.client_id)
+    return RoundOutcome(
+        adapter=new_adapter, rows=rows, state=new_state, accepted=sorted(kept), failed=rejected
+    )

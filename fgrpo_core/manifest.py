@@ -1,0 +1,157 @@
+"""Manifests that travel next to every delta and global adapter (SPEC §1 step 5, §5, §7).
+
+A manifest says what a blob is (round, client, base model, adapter config, sha256) so that the
+coordinator can refuse a replay of an older round, a delta from another experiment or base model,
+or a delta that claims to be another client's, before any arithmetic. Pure: no I/O here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from fgrpo_core.errors import ConfigError, DeltaValidationError
+from fgrpo_core.types import ClientStats
+
+SCHEMA_VERSION: Final = 1
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+
+def utc_now_iso() -> str:
+    """The current UTC time as an ISO-8601 string (manifest timestamps)."""
+    return datetime.now(UTC).isoformat()
+
+
+def _check_iso(value: str) -> str:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError as err:
+        raise ValueError(f"created_at {value!r} is not an ISO-8601 timestamp") from err
+    return value
+
+
+IsoTimestamp = Annotated[str, AfterValidator(_check_iso)]
+
+
+class ClientManifest(BaseModel):
+    """What a client uploads next to its delta: identity of the delta plus its scalar stats."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Manifest format version.")
+    experiment: str = Field(description="Experiment name the delta belongs to.")
+    round: int = Field(ge=0, description="Round t whose global adapter the delta starts from.")
+    client_id: str = Field(description="Client that produced the delta.")
+    base_model_id: str = Field(description="Frozen base model identifier.")
+    base_revision: str = Field(description="Revision of the base model.")
+    adapter_config_hash: str = Field(description="config_hash of the LoRA adapter configuration.")
+    encoding: Literal["float32", "bfloat16", "int8"] = Field(description="Encoding of the delta.")
+    sha256: str = Field(pattern=SHA256_PATTERN, description="sha256 of the delta file's bytes.")
+    nbytes: int = Field(ge=0, description="Size of the delta file in bytes.")
+    delta_key: str = Field(min_length=1, description="Store key of the delta file.")
+    stats: ClientStats = Field(description="The client's scalar report of the round (SPEC §1).")
+    created_at: IsoTimestamp = Field(default_factory=utc_now_iso, description="ISO-8601 creation time.")
+
+    @model_validator(mode="after")
+    def _stats_match_identity(self) -> ClientManifest:
+        # The stats repeat round and client id; two disagreeing copies would make either a lie.
+        if self.stats.round != self.round or self.stats.client_id != self.client_id:
+            raise ValueError(
+                f"stats (client {self.stats.client_id!r}, round {self.stats.round}) disagree with the "
+                f"manifest (client {self.client_id!r}, round {self.round})"
+            )
+        return self
+
+
+class GlobalManifest(BaseModel):
+    """What the coordinator writes next to each global adapter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Manifest format version.")
+    experiment: str = Field(description="Experiment name.")
+    round: int = Field(ge=0, description="Round t of this global adapter theta_t.")
+    base_model_id: str = Field(description="Frozen base model identifier.")
+    base_revision: str = Field(description="Revision of the base model.")
+    adapter_config_hash: str = Field(description="config_hash of the LoRA adapter configuration.")
+    sha256: str = Field(pattern=SHA256_PATTERN, description="sha256 of the adapter file's bytes.")
+    nbytes: int = Field(ge=0, description="Size of the adapter file in bytes.")
+    adapter_key: str = Field(min_length=1, description="Store key of the adapter file.")
+    parent_key: str | None = Field(description="Key of the previous global adapter (None at round 0).")
+    clients: list[str] = Field(description="Clients whose deltas were averaged into this adapter.")
+    strategy: str = Field(description="Aggregation strategy that produced it ('init' at round 0).")
+    created_at: IsoTimestamp = Field(default_factory=utc_now_iso, description="ISO-8601 creation time.")
+
+
+def check_client_manifest(
+    m: ClientManifest,
+    *,
+    experiment: str,
+    round: int,
+    client_id: str,
+    base_model_id: str,
+    base_revision: str,
+    adapter_config_hash: str,
+) -> None:
+    """Raise DeltaValidationError(reason="manifest") unless the manifest is the expected one."""
+    # (field, value found, value expected, what a mismatch usually means)
+    checks: list[tuple[str, object, object, str]] = [
+        ("experiment", m.experiment, experiment, "a delta from another experiment"),
+        ("round", m.round, round, "a replay of another round, or a late delta"),
+        ("client_id", m.client_id, client_id, "a delta that claims to be another client's"),
+        ("base_model_id", m.base_model_id, base_model_id, "trained on another base model"),
+        ("base_revision", m.base_revision, base_revision, "trained on another base model revision"),
+        (
+            "adapter_config_hash",
+            m.adapter_config_hash,
+            adapter_config_hash,
+            "trained with another LoRA configuration",
+        ),
+    ]
+    for field, found, expected, meaning in checks:
+        if found != expected:
+            raise DeltaValidationError(
+                "manifest",
+                f"client manifest field '{field}' is {found!r} but {expected!r} was expected "
+                f"({meaning}); the client must upload a delta for the current global adapter",
+            )
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex sha256 of a byte string."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_sha256(data: bytes, expected: str, what: str) -> None:
+    """Raise DeltaValidationError(reason="sha256") unless ``data`` hashes to ``expected``."""
+    actual = sha256_hex(data)
+    if actual != expected:
+        raise DeltaValidationError(
+            "sha256",
+            f"{what}: sha256 {actual} does not match the manifest's {expected} "
+            f"(the file is corrupt, truncated or was replaced; upload it again)",
+        )
+
+
+def _canonical_default(value: Any) -> Any:
+    # PEFT configs hold target modules as a set: sort it so the hash does not depend on order.
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise ConfigError(
+        f"config_hash: a value of type {type(value).__name__} is not JSON-serialisable; "
+        f"pass plain strings, numbers, lists and mappings"
+    )
+
+
+def config_hash(obj: Mapping[str, Any] | BaseModel) -> str:
+    """sha256 of the canonical JSON (sorted keys, no spaces) of a mapping or pydantic model."""
+    data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else dict(obj)
+    canonical = json.dumps(
+        data, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_canonical_default
+    )
+    return sha256_hex(canonical.encode("utf-8"))

@@ -1,0 +1,89 @@
+"""Aggregate a round: read and validate the deltas, weight them, commit the new global adapter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from tasks.retry import is_transient
+
+from fgrpo import exchange, runtime
+from fgrpo.store import make_store
+from fgrpo_core.config import ExperimentConfig
+from fgrpo_core.errors import DeltaValidationError
+from fgrpo_core.federation import ClientUpdate, aggregate_round, probe_stats
+from fgrpo_core.models import get_adapter
+from fgrpo_core.partition import client_data, eval_sets
+from fgrpo_core.types import ClientStats, ServerState
+
+
+@task(name="initialise-global", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=2)
+def initialise_task(cfg: ExperimentConfig) -> str:
+    """Write theta_0 (the shared initial adapter) and the empty state, once per experiment."""
+    store = make_store(cfg.store)
+    ident = exchange.identity(cfg)
+    if exchange.last_committed_round(store, ident) is not None:
+        return exchange.read_global_manifest(store, ident, 0).adapter_key
+    with runtime.borrowed_bundle(cfg) as bundle:
+        adapter = get_adapter(bundle.model)
+    key = exchange.write_global(store, ident, 0, adapter, clients=[], strategy="init")
+    exchange.write_state(store, ident, ServerState(round=0, global_key=key))
+    return key
+
+
+@task(name="aggregate-round", task_run_name="aggregate-round-{round_idx}", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=3)
+def aggregate_task(
+    cfg: ExperimentConfig, round_idx: int, delivered: list[str], failed: dict[str, str]
+) -> dict[str, Any]:
+    """Commit round t from the clients that delivered; raise QuorumError below min_clients.
+
+    Every delta passes the manifest and sha256 checks here before any arithmetic; a client that
+    fails them is recorded with its reason. The state file written last is the commit marker.
+    """
+    store = make_store(cfg.store)
+    ident = exchange.identity(cfg)
+    global_adapter = exchange.read_global(store, ident, round_idx - 1)
+    state = exchange.read_state(store, ident, round_idx - 1)
+
+    failures = dict(failed)
+    updates: dict[str, ClientUpdate] = {}
+    sizes: dict[str, int] = {}
+    for cid in sorted(delivered):
+        try:
+            delta, manifest = exchange.read_client_delta(store, ident, round_idx, cid)
+        except DeltaValidationError as err:
+            failures[cid] = f"{err.reason}: {err}"
+            continue
+        updates[cid] = ClientUpdate(delta=delta, stats=manifest.stats)
+        sizes[cid] = manifest.nbytes
+
+    with runtime.borrowed_bundle(cfg) as bundle:
+        probes = eval_sets(cfg).probe
+
+        def probe(cid: str, upd: ClientUpdate) -> ClientStats:
+            families = sorted({e.family for e in client_data(cfg, cid).val})
+            return probe_stats(bundle, global_adapter, upd, families, probes, cfg)
+
+        use_probe = cfg.aggregation.gain_source == "server_probe"
+        outcome = aggregate_round(
+            global_adapter, updates, failures, state, cfg, round_idx, sizes, probe if use_probe else None
+        )
+
+    key = exchange.write_global(
+        store, ident, round_idx, outcome.adapter, outcome.accepted, cfg.aggregation.strategy
+    )
+    state_key = exchange.write_state(store, ident, outcome.state.model_copy(update={"global_key": key}))
+    return {
+        "round": round_idx,
+        "global_key": key,
+        "state_key": state_key,
+        "rows": [r.model_dump() for r in outcome.rows],
+    }
+
+
+@task(name="last-committed-round", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=2)
+def last_committed_round_task(cfg: ExperimentConfig) -> int:
+    """The last round whose state is committed (0 right after initialisation)."""
+    last = exchange.last_committed_round(make_store(cfg.store), exchange.identity(cfg))
+    return 0 if last is None else last

@@ -1,0 +1,34 @@
+"""Persist a round's report (rows, evaluation, registry outcome) next to its state in the store."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from prefect import task
+
+from tasks.retry import is_transient
+
+from fgrpo import layout
+from fgrpo.store import ObjectExistsError, get_json, make_store, put_json
+from fgrpo_core.config import ExperimentConfig
+
+
+def report_key(cfg: ExperimentConfig, round_idx: int) -> str:
+    return f"{layout.global_prefix(cfg.store.prefix, cfg.name)}round-{round_idx:04d}/report.json"
+
+
+@task(name="write-round-report", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=2)
+def write_report_task(cfg: ExperimentConfig, round_idx: int, report: dict[str, Any]) -> str:
+    """Write once; a resumed round keeps the report it already committed."""
+    store = make_store(cfg.store)
+    key = report_key(cfg, round_idx)
+    with contextlib.suppress(ObjectExistsError):
+        put_json(store, key, report)
+    return key
+
+
+@task(name="read-round-reports", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=2)
+def read_reports_task(cfg: ExperimentConfig, rounds: list[int]) -> list[dict[str, Any]]:
+    store = make_store(cfg.store)
+    return [get_json(store, report_key(cfg, t)) for t in rounds if store.exists(report_key(cfg, t))]

@@ -1,0 +1,49 @@
+"""MLflow side effects: the experiment's parent run, each round's metrics and table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from tasks.retry import is_transient
+
+from fgrpo.tracking import Tracker, flatten_config, resolve_tracking_uri
+from fgrpo_core.config import ExperimentConfig
+
+
+def tracker_for(cfg: ExperimentConfig) -> Tracker:
+    return Tracker(resolve_tracking_uri(cfg.tracking, Path(cfg.output_dir)))
+
+
+@task(name="start-tracking", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=3)
+def start_tracking_task(cfg: ExperimentConfig) -> str:
+    """The experiment's parent run (reused when the experiment resumes); the full config as params."""
+    tags = {"fgrpo.strategy": cfg.aggregation.strategy, "fgrpo.model": cfg.model.model_id}
+    return tracker_for(cfg).start_experiment_run("fgrpo", cfg.name, flatten_config(cfg), tags)
+
+
+@task(name="log-round", task_run_name="log-round-{round_idx}", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=3)
+def log_round_task(
+    cfg: ExperimentConfig,
+    parent_run_id: str,
+    round_idx: int,
+    rows: list[dict[str, Any]],
+    evaluation: dict[str, Any],
+) -> str:
+    """Per-client series on the parent run, a nested round run with the round table; its id."""
+    tracker = tracker_for(cfg)
+    round_run_id = tracker.start_round_run(parent_run_id, round_idx)
+    global_eval = {"macro_accuracy": float(evaluation["macro_accuracy"])}
+    for family, score in evaluation["families"].items():
+        global_eval[f"{family}/accuracy"] = float(score["accuracy"])
+        global_eval[f"{family}/mean_reward"] = float(score["mean_reward"])
+    tracker.log_round(parent_run_id, round_run_id, round_idx, rows, global_eval)
+    tracker.finish_run(round_run_id)
+    return round_run_id
+
+
+@task(name="finish-tracking", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=3)
+def finish_tracking_task(cfg: ExperimentConfig, run_id: str, status: str = "FINISHED") -> None:
+    tracker_for(cfg).finish_run(run_id, status)
