@@ -153,13 +153,17 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 # --- `fgrpo stack`: the distributed topology on 127.0.0.1 (fgrpo/stack.py) ---------------------
-stack_app = typer.Typer(no_args_is_help=True, help="Local Prefect + MLflow + S3 stack with one worker per owner.")
+stack_app = typer.Typer(
+    no_args_is_help=True, help="Local Prefect + MLflow + S3 stack with one worker per owner."
+)
 _STACK_DIR_OPTION = typer.Option("--dir", help="Folder of the stack's data, logs, pid files and state.")
 
 
 @stack_app.command("up")
 def stack_up(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Experiment config: the owners and the bucket.")],
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Experiment config: the owners and the bucket.")
+    ],
     stack_dir: Annotated[Path, _STACK_DIR_OPTION] = Path("runs/stack"),
     owner_config: Annotated[
         list[str] | None, typer.Option(help="OWNER=PATH: that owner's own copy of the config (repeatable).")
@@ -179,7 +183,9 @@ def stack_up(
         return
     typer.echo("stack already running" if state["already_running"] else f"stack up in {stack_dir}")
     for row in stack.status(stack_dir):
-        typer.echo(f"  {row['name']:<20} pid {row['pid']:<8} {'alive' if row['alive'] else 'DEAD':<6} {row['url']}")
+        typer.echo(
+            f"  {row['name']:<20} pid {row['pid']:<8} {'alive' if row['alive'] else 'DEAD':<6} {row['url']}"
+        )
     typer.echo("coordinator environment (credentials: source the file):")
     for name, value in state["env"].items():
         typer.echo(f"  export {name}={value}")
@@ -197,7 +203,9 @@ def stack_down(stack_dir: Annotated[Path, _STACK_DIR_OPTION] = Path("runs/stack"
         _fail(str(err), code=1)
         return
     for row in rows:
-        typer.echo(f"  {row['name']:<20} pid {row['pid']:<8} {'stopped' if row['was_alive'] else 'was not running'}")
+        typer.echo(
+            f"  {row['name']:<20} pid {row['pid']:<8} {'stopped' if row['was_alive'] else 'was not running'}"
+        )
 
 
 @stack_app.command("status")
@@ -215,7 +223,9 @@ def stack_status(
     if not rows:
         typer.echo(f"no stack in {stack_dir}")
     for row in rows:
-        typer.echo(f"  {row['name']:<20} pid {row['pid']:<8} {'alive' if row['alive'] else 'stopped':<7} {row['url']}")
+        typer.echo(
+            f"  {row['name']:<20} pid {row['pid']:<8} {'alive' if row['alive'] else 'stopped':<7} {row['url']}"
+        )
 
 
 app.add_typer(stack_app, name="stack")

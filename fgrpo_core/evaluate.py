@@ -64,7 +64,7 @@ def generate_greedy(
         for row in new_ids.tolist():
             length = row.index(eos_id) + 1 if eos_id in row else len(row)
             tokens += length
-            completions.append(tokenizer.decode(row[:length], skip_special_tokens=True))
+            completions.append(str(tokenizer.decode(row[:length], skip_special_tokens=True)))
     return completions, tokens
 
 

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import peft
 import torch
@@ -101,7 +102,7 @@ def _warmup_batch(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Left-padded ``prompt + answer<eos>`` rows; the loss only sees the answer and the eos."""
     eos = tokenizer.eos_token_id
-    rows = [(tokenizer.encode(p), tokenizer.encode(a) + [eos]) for p, a in texts]
+    rows = [(tokenizer.encode(p), [*tokenizer.encode(a), eos]) for p, a in texts]
     width = max(len(p) + len(a) for p, a in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -114,7 +115,9 @@ def _warmup_batch(
     return ids, mask, labels
 
 
-def _answer_exact_match(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]]) -> float:
+def _answer_exact_match(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]]
+) -> float:
     """Share of rows whose answer and eos are all the argmax given the prompt: greedy exact match."""
     ids, mask, labels = _warmup_batch(tokenizer, pairs)
     with torch.no_grad():
@@ -127,7 +130,10 @@ def _answer_exact_match(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
 
 
 def _warm_up_tiny(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, settings: ModelSettings, families: Sequence[str]
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    settings: ModelSettings,
+    families: Sequence[str],
 ) -> int:
     """Supervised steps on ``question=`` -> ``answer<eos>``; returns the number of steps taken.
 
@@ -137,7 +143,9 @@ def _warm_up_tiny(
     rng = random.Random(settings.seed)
     pool = [ex for family in families for ex in generate_examples(family, 2000, rng)]
     check_rng = random.Random(settings.seed + 7919)
-    check = [(f"{ex.question}=", str(ex.answer)) for f in families for ex in generate_examples(f, 64, check_rng)]
+    check = [
+        (f"{ex.question}=", str(ex.answer)) for f in families for ex in generate_examples(f, 64, check_rng)
+    ]
     optimizer = torch.optim.AdamW(model.parameters(), lr=TINY_WARMUP_LR, betas=(0.9, 0.98), weight_decay=0.0)
     ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 30))
     steps = 0
@@ -183,7 +191,9 @@ def _load_saved(folder: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]
     return model, tokenizer
 
 
-def _load_tiny(settings: ModelSettings, families: Sequence[str]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def _load_tiny(
+    settings: ModelSettings, families: Sequence[str]
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     folder = Path(settings.cache_dir) / f"{settings.model_id}-{_families_hash(families)}"
     if (folder / "config.json").is_file():
         return _load_saved(folder)
@@ -213,8 +223,8 @@ def _load_smollm2(settings: ModelSettings) -> tuple[PreTrainedModel, PreTrainedT
     # to train a "quantized" model: drop it before saving the plain fp32 copy.
     model.config.quantization_config = None
     del model.config.quantization_config
-    model.hf_quantizer = None
-    model.is_quantized = False
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     _save_atomically(model, tokenizer, folder)
     return _load_saved(folder)
 
@@ -294,7 +304,9 @@ def load_bundle(cfg: ExperimentConfig, device: str | None = None) -> ModelBundle
     torch_device = torch.device(wanted)
     model.to(torch_device)
     chat = cfg.model.source != "tiny" and getattr(tokenizer, "chat_template", None) is not None
-    return ModelBundle(model=model, tokenizer=tokenizer, chat=chat, model_id=cfg.model.model_id, device=torch_device)
+    return ModelBundle(
+        model=model, tokenizer=tokenizer, chat=chat, model_id=cfg.model.model_id, device=torch_device
+    )
 
 
 def get_adapter(model: peft.PeftModel) -> Adapter:
@@ -319,7 +331,7 @@ def set_adapter(model: peft.PeftModel, adapter: Adapter) -> None:
                 f"adapter tensor {key} has shape {tuple(adapter[key].shape)}, the model expects "
                 f"{tuple(current[key].shape)}: check lora.r and the base model"
             )
-    result = peft.set_peft_model_state_dict(model, adapter)
+    result: Any = peft.set_peft_model_state_dict(model, adapter)
     if result.unexpected_keys:
         raise AggregationError(f"PEFT did not load adapter keys {result.unexpected_keys[:3]}")
 

@@ -92,11 +92,15 @@ def _tracked_reward(reward_fn: RewardFn, tally: _RolloutTally, floor: float) -> 
     return tracked
 
 
-def _prompt_rows(bundle: ModelBundle, data: ClientData, grpo: GrpoSettings, seed: int) -> dict[str, list[Any]]:
+def _prompt_rows(
+    bundle: ModelBundle, data: ClientData, grpo: GrpoSettings, seed: int
+) -> dict[str, list[Any]]:
     """The prompts of the local steps in order: the client's prompts shuffled, cycled if too few."""
     if not data.train:
         raise TaskError(f"client {data.client_id} has no training prompts: give it n_train >= 1")
-    prompts_per_step = grpo.per_device_train_batch_size * grpo.gradient_accumulation_steps // grpo.num_generations
+    prompts_per_step = (
+        grpo.per_device_train_batch_size * grpo.gradient_accumulation_steps // grpo.num_generations
+    )
     order = list(range(len(data.train)))
     random.Random(seed).shuffle(order)
     needed = grpo.local_steps * prompts_per_step

@@ -29,9 +29,7 @@ def _client_run_name() -> str:
     return f"{params['experiment']}-{params['client_id']}-round-{params['round_idx']:04d}"
 
 
-def owner_config(
-    client_id: str, experiment: str, experiment_config: str | None = None
-) -> ExperimentConfig:
+def owner_config(client_id: str, experiment: str, experiment_config: str | None = None) -> ExperimentConfig:
     """The owner's copy of the experiment config, checked against what the coordinator asked."""
     path = experiment_config or os.environ.get(OWNER_CONFIG_ENV)
     if not path:

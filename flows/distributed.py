@@ -116,5 +116,7 @@ def fan_out(cfg: ExperimentConfig, round_idx: int) -> tuple[list[str], dict[str,
 
         _run(cancel_all())
     elapsed = time.monotonic() - started
-    logger.info("round %d: %d delivered, %d failed in %.1f s", round_idx, len(delivered), len(failed), elapsed)
+    logger.info(
+        "round %d: %d delivered, %d failed in %.1f s", round_idx, len(delivered), len(failed), elapsed
+    )
     return delivered, failed

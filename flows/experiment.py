@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from fgrpo_core.config import ExperimentConfig
 from flows.round import federated_round
@@ -28,7 +28,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     parent_run_id = start_tracking_task(cfg) if cfg.tracking.enabled else None
     initial = evaluate_task(cfg, 0)
     run_round = federated_round.with_options(
-        task_runner=ThreadPoolTaskRunner(max_workers=cfg.federation.max_parallel_clients)
+        task_runner=ThreadPoolTaskRunner(max_workers=cfg.federation.max_parallel_clients)  # type: ignore[arg-type]
     )
     for round_idx in range(first, cfg.federation.rounds + 1):
         run_round(cfg, round_idx, parent_run_id)

@@ -6,8 +6,6 @@ from typing import Any
 
 from prefect import task
 
-from tasks.retry import is_transient
-
 from fgrpo import exchange, runtime
 from fgrpo.store import make_store
 from fgrpo_core.config import ExperimentConfig
@@ -16,6 +14,7 @@ from fgrpo_core.federation import ClientUpdate, aggregate_round, probe_stats
 from fgrpo_core.models import get_adapter
 from fgrpo_core.partition import client_data, eval_sets
 from fgrpo_core.types import ClientStats, ServerState
+from tasks.retry import is_transient
 
 
 @task(name="initialise-global", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=2)
@@ -32,7 +31,13 @@ def initialise_task(cfg: ExperimentConfig) -> str:
     return key
 
 
-@task(name="aggregate-round", task_run_name="aggregate-round-{round_idx}", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=3)
+@task(
+    name="aggregate-round",
+    task_run_name="aggregate-round-{round_idx}",
+    retries=2,
+    retry_condition_fn=is_transient,
+    retry_delay_seconds=3,
+)
 def aggregate_task(
     cfg: ExperimentConfig, round_idx: int, delivered: list[str], failed: dict[str, str]
 ) -> dict[str, Any]:

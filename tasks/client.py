@@ -6,13 +6,12 @@ from typing import Any
 
 from prefect import task
 
-from tasks.retry import is_transient
-
 from fgrpo import exchange, runtime
 from fgrpo.store import make_store
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.federation import client_update
 from fgrpo_core.manifest import ClientManifest
+from tasks.retry import is_transient
 
 
 @task(

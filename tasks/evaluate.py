@@ -6,16 +6,21 @@ from typing import Any
 
 from prefect import task
 
-from tasks.retry import is_transient
-
 from fgrpo import exchange, runtime
 from fgrpo.store import make_store
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.federation import evaluate_families
 from fgrpo_core.partition import eval_sets
+from tasks.retry import is_transient
 
 
-@task(name="evaluate-global", task_run_name="evaluate-round-{round_idx}", retries=1, retry_condition_fn=is_transient, retry_delay_seconds=2)
+@task(
+    name="evaluate-global",
+    task_run_name="evaluate-round-{round_idx}",
+    retries=1,
+    retry_condition_fn=is_transient,
+    retry_delay_seconds=2,
+)
 def evaluate_task(cfg: ExperimentConfig, round_idx: int) -> dict[str, Any]:
     """Greedy accuracy and mean reward of theta_t per family, and their macro average."""
     store = make_store(cfg.store)

@@ -6,13 +6,12 @@ from typing import Any
 
 from prefect import task
 
-from tasks.retry import is_transient
-
 from fgrpo import exchange, runtime
 from fgrpo.store import make_store
 from fgrpo.tracking import register_round_model
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.models import save_adapter_folder
+from tasks.retry import is_transient
 from tasks.tracking import tracker_for
 
 
@@ -20,7 +19,13 @@ def registered_name(cfg: ExperimentConfig) -> str:
     return cfg.tracking.registered_model_name or f"fgrpo-{cfg.name}"
 
 
-@task(name="register-adapter", task_run_name="register-round-{round_idx}", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=3)
+@task(
+    name="register-adapter",
+    task_run_name="register-round-{round_idx}",
+    retries=2,
+    retry_condition_fn=is_transient,
+    retry_delay_seconds=3,
+)
 def register_task(cfg: ExperimentConfig, round_run_id: str, round_idx: int, score: float) -> dict[str, Any]:
     """Log theta_t as a PEFT folder on the round's run and register it as a model version."""
     adapter = exchange.read_global(make_store(cfg.store), exchange.identity(cfg), round_idx)

@@ -7,11 +7,10 @@ from typing import Any
 
 from prefect import task
 
-from tasks.retry import is_transient
-
 from fgrpo import layout
 from fgrpo.store import ObjectExistsError, get_json, make_store, put_json
 from fgrpo_core.config import ExperimentConfig
+from tasks.retry import is_transient
 
 
 def report_key(cfg: ExperimentConfig, round_idx: int) -> str:

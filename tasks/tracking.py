@@ -7,10 +7,9 @@ from typing import Any
 
 from prefect import task
 
-from tasks.retry import is_transient
-
 from fgrpo.tracking import Tracker, flatten_config, resolve_tracking_uri
 from fgrpo_core.config import ExperimentConfig
+from tasks.retry import is_transient
 
 
 def tracker_for(cfg: ExperimentConfig) -> Tracker:
@@ -24,7 +23,13 @@ def start_tracking_task(cfg: ExperimentConfig) -> str:
     return tracker_for(cfg).start_experiment_run("fgrpo", cfg.name, flatten_config(cfg), tags)
 
 
-@task(name="log-round", task_run_name="log-round-{round_idx}", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=3)
+@task(
+    name="log-round",
+    task_run_name="log-round-{round_idx}",
+    retries=2,
+    retry_condition_fn=is_transient,
+    retry_delay_seconds=3,
+)
 def log_round_task(
     cfg: ExperimentConfig,
     parent_run_id: str,

@@ -180,5 +180,5 @@ def test_load_bundle_and_local_source_errors(tiny_settings: ModelSettings, tmp_p
     assert bundle.chat is False and bundle.model_id == tiny_settings.model_id
     assert bundle.device == torch.device("cpu")
     assert list(bundle.model.peft_config) == ["default"]
-    with pytest.raises(ConfigError, match="model.path"):
+    with pytest.raises(ConfigError, match=r"model\.path"):
         load_base_model(ModelSettings(source="local", path=str(tmp_path / "nowhere")), FAMILIES)
