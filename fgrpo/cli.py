@@ -1,4 +1,4 @@
-"""The `fgrpo` command: run an experiment, validate a config."""
+"""The `fgrpo` command: run an experiment, validate a config, report on an experiment."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ _QUIET_ENV = {
     "HF_DATASETS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "DO_NOT_TRACK": "1",
+    # OpenMP threads that busy-wait make torch in the main thread many times slower whenever the
+    # cores are shared (Prefect's API subprocess, other jobs): sleep instead. Set before torch loads.
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 
@@ -102,16 +105,21 @@ def run(
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
     from fgrpo import runtime
+    from fgrpo.timing import summary_line, with_orchestration
     from flows.experiment import run_experiment
 
     runtime.set_progress_hook(_progress_printer(json_out))
     started = time.monotonic()
     try:
-        summary = run_experiment(cfg)
+        with runtime.flow_settings():
+            summary = run_experiment(cfg)
     except FgrpoError as err:
         _fail(f"{type(err).__name__}: {err}", code=1)
         return
-    summary["wall_time_s"] = round(time.monotonic() - started, 2)
+    wall_s = time.monotonic() - started
+    summary["wall_time_s"] = round(wall_s, 2)
+    # Orchestration is what the tasks' own measures leave of the wall time (fgrpo/timing.py).
+    summary["timings"] = with_orchestration(summary["timings"], wall_s)
     summary["store"] = _store_description(cfg)
     summary["registry"] = _registry_summary(cfg) if cfg.tracking.enabled else None
     if json_out:
@@ -120,6 +128,7 @@ def run(
     for report in summary["rounds"]:
         typer.echo(_summary_line(report))
     typer.echo(f"done in {summary['wall_time_s']:.1f} s; store: {summary['store']}")
+    typer.echo(f"time split: {summary_line(summary['timings'])}")
     if summary["mlflow_run_id"]:
         typer.echo(f"MLflow parent run {summary['mlflow_run_id']}; registry: {summary['registry']}")
 
@@ -138,6 +147,69 @@ def _registry_summary(cfg: ExperimentConfig) -> dict[str, Any]:
 
     name = registered_name(cfg)
     return {"model": name, "aliases": get_aliases(tracker_for(cfg).client, name)}
+
+
+@app.command()
+def report(
+    experiment: Annotated[str, typer.Argument(help="Experiment name (the config's `name`).")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Config giving the store and MLflow settings.")
+    ] = None,
+    store_root: Annotated[
+        Path | None, typer.Option(help="Folder of a local store (instead of --config).")
+    ] = None,
+    prefix: Annotated[
+        str | None, typer.Option(help="Store key prefix (default: the config's, else 'fgrpo').")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow URI (default: the config's, else $MLFLOW_TRACKING_URI).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="HTML file (default: <output_dir>/<experiment>/report.html).")
+    ] = None,
+) -> None:
+    """Write a self-contained HTML report of an experiment: plots, round table, registry, config."""
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    from fgrpo.report_html import build_report
+    from fgrpo.store import LocalStore, ObjectStore, make_store
+    from fgrpo.tracking import flatten_config, resolve_tracking_uri
+
+    started = time.monotonic()
+    model_name, output_dir, fallback = f"fgrpo-{experiment}", Path("runs"), None
+    try:
+        store: ObjectStore
+        if config is not None:
+            cfg = load_config(config)
+            store = make_store(cfg.store)
+            key_prefix = cfg.store.prefix if prefix is None else prefix
+            if tracking_uri is None and cfg.tracking.enabled:
+                tracking_uri = resolve_tracking_uri(cfg.tracking, Path(cfg.output_dir))
+            output_dir = Path(cfg.output_dir)
+            if cfg.name == experiment:
+                model_name = cfg.tracking.registered_model_name or model_name
+                fallback = (flatten_config(cfg), str(config))
+        elif store_root is not None:
+            store = LocalStore(store_root)
+            key_prefix = "fgrpo" if prefix is None else prefix
+            tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        else:
+            _fail("give --config FILE, or --store-root DIR (and --prefix) to find the experiment's store")
+            return
+        path = build_report(
+            store,
+            key_prefix,
+            experiment,
+            tracking_uri,
+            model_name,
+            out or output_dir / experiment / "report.html",
+            fallback,
+        )
+    except FgrpoError as err:
+        _fail(str(err), code=1)
+        return
+    size_kb = path.stat().st_size / 1024
+    typer.echo(f"report of {experiment}: {path} ({size_kb:.0f} KB, {time.monotonic() - started:.1f} s)")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from fgrpo import layout
 from fgrpo.store import ObjectExistsError, ObjectNotFoundError, ObjectStore, get_json, put_json
@@ -180,15 +181,20 @@ def read_client_delta(
     """A client's delta for round t after the manifest and sha256 checks (SPEC §5)."""
     mkey = layout.client_manifest_key(ident.prefix, ident.experiment, client_id, t)
     try:
-        raw = get_json(store, mkey)
+        raw = store.get_bytes(mkey)
     except ObjectNotFoundError as err:
         raise DeltaValidationError(
             "manifest", f"client {client_id} uploaded no manifest for round {t}"
         ) from err
     try:
-        manifest = ClientManifest.model_validate(raw)
+        # Not JSON, or not a manifest: pydantic reports both as a ValidationError (a ValueError).
+        manifest = ClientManifest.model_validate_json(raw)
     except ValueError as err:
-        raise DeltaValidationError("manifest", f"client {client_id}: malformed manifest: {err}") from err
+        raise DeltaValidationError(
+            "manifest",
+            f"client {client_id}: malformed manifest {store.uri(mkey)}: {err}; upload the manifest "
+            "that fgrpo writes (fgrpo.exchange.write_client_delta)",
+        ) from err
     check_client_manifest(
         manifest,
         experiment=ident.experiment,
@@ -205,10 +211,39 @@ def read_client_delta(
             f"client {client_id}: manifest points at {manifest.delta_key!r}, outside its own "
             f"prefix; expected {expected_key!r}",
         )
-    data = store.get_bytes(manifest.delta_key)
+    try:
+        data = store.get_bytes(manifest.delta_key)
+    except ObjectNotFoundError as err:
+        raise DeltaValidationError(
+            "manifest",
+            f"client {client_id}: its manifest points at {store.uri(manifest.delta_key)}, which does "
+            "not exist; upload the delta before its manifest",
+        ) from err
     check_sha256(data, manifest.sha256, store.uri(manifest.delta_key))
     delta, _ = decode(data)
     return delta, manifest
+
+
+# --- round tables -------------------------------------------------------------------------------
+
+
+def write_round_table(store: ObjectStore, ident: Identity, t: int, table: dict[str, Any]) -> str:
+    """Write round t's table (what its commit returns: keys and rows) once, before its state."""
+    key = layout.round_table_key(ident.prefix, ident.experiment, t)
+    _put_json_once(store, key, table)
+    return key
+
+
+def read_committed_round(store: ObjectStore, ident: Identity, t: int) -> dict[str, Any] | None:
+    """Round t's table if round t is committed (its state exists), else None.
+
+    A coordinator interrupted after a commit but before the round's report resumes from this
+    table: nothing is aggregated, trained or written twice.
+    """
+    if not store.exists(layout.state_key(ident.prefix, ident.experiment, t)):
+        return None
+    table: dict[str, Any] = get_json(store, layout.round_table_key(ident.prefix, ident.experiment, t))
+    return table
 
 
 # --- server state -------------------------------------------------------------------------------

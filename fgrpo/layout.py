@@ -1,6 +1,7 @@
 """Store keys of SPEC §7, built in one place.
 
     {prefix}/{experiment}/global/round-{t:04d}/adapter.safetensors   and .../manifest.json
+    (and .../table.json, .../report.json: the round's table and report)
     {prefix}/{experiment}/clients/{client}/round-{t:04d}/delta.safetensors   and .../manifest.json
     {prefix}/{experiment}/state/round-{t:04d}.json
 
@@ -58,6 +59,11 @@ def global_adapter_key(prefix: str, experiment: str, t: int) -> str:
 def global_manifest_key(prefix: str, experiment: str, t: int) -> str:
     """Key of the manifest of theta_t."""
     return f"{global_prefix(prefix, experiment)}{_round(t)}/manifest.json"
+
+
+def round_table_key(prefix: str, experiment: str, t: int) -> str:
+    """Key of round t's table (rows of every client, accepted or not), written before its state."""
+    return f"{global_prefix(prefix, experiment)}{_round(t)}/table.json"
 
 
 def client_prefix(prefix: str, experiment: str, client: str) -> str:

@@ -55,3 +55,19 @@ def round_markdown(
             "",
         ]
     )
+
+
+def failed_round_markdown(experiment: str, round_idx: int, message: str) -> str:
+    """A round that did not commit (below quorum): the error, which lists every client and why."""
+    return "\n".join(
+        [
+            f"# {experiment}: round {round_idx} not committed",
+            "",
+            "The previous global adapter stays the current one.",
+            "",
+            "```",
+            message,
+            "```",
+            "",
+        ]
+    )

@@ -1,4 +1,5 @@
-"""Process-local resources of a worker: loaded base models and the progress display hook.
+"""Process-local resources of a worker: loaded base models, the progress display hook, and the
+Prefect settings of flows run from this process.
 
 Loading a base model costs seconds (SmolLM2: ~16 s the first time, then a cached folder), so a
 worker keeps the models it loaded and lends each to one task at a time: a PeftModel holds one
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from fgrpo.timing import Stopwatch
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.models import ModelBundle, load_bundle
 
@@ -19,6 +21,9 @@ from fgrpo_core.models import ModelBundle, load_bundle
 ProgressHook = Callable[[int, str, int, int, float], None]
 
 _lock = threading.Lock()
+# transformers builds a model under process-wide context managers (meta device, default dtype):
+# two threads loading at once break each other's load ("Cannot copy out of meta tensor").
+_load_lock = threading.Lock()
 _idle: dict[str, list[ModelBundle]] = {}
 _progress: ProgressHook | None = None
 
@@ -31,18 +36,30 @@ def _bundle_key(cfg: ExperimentConfig) -> str:
 
 
 @contextmanager
-def borrowed_bundle(cfg: ExperimentConfig) -> Iterator[ModelBundle]:
-    """A model bundle for this task alone; returned to the pool afterwards."""
+def borrowed_bundle(cfg: ExperimentConfig, clock: Stopwatch | None = None) -> Iterator[ModelBundle]:
+    """A model bundle for this task alone; returned to the pool afterwards.
+
+    A load (none when the pool has an idle bundle) counts as ``clock``'s ``model_load_s``.
+    """
     key = _bundle_key(cfg)
     with _lock:
         bundle = _idle.setdefault(key, []).pop() if _idle.get(key) else None
     if bundle is None:
-        bundle = load_bundle(cfg)
+        if clock is None:
+            bundle = _load(cfg)
+        else:
+            with clock.part("model_load_s"):
+                bundle = _load(cfg)
     try:
         yield bundle
     finally:
         with _lock:
             _idle.setdefault(key, []).append(bundle)
+
+
+def _load(cfg: ExperimentConfig) -> ModelBundle:
+    with _load_lock:
+        return load_bundle(cfg)
 
 
 def clear_bundles() -> None:
@@ -67,3 +84,21 @@ def work_dir(cfg: ExperimentConfig, *parts: str) -> Path:
         path = path / p
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextmanager
+def flow_settings() -> Iterator[None]:
+    """Prefect settings for the flows started inside this block (``fgrpo run``, the benchmarks).
+
+    With the ephemeral API (no ``PREFECT_API_URL``) nothing outlives this process and nothing reads
+    flow-run heartbeats, yet each flow run joins its heartbeat thread on exit, and that thread
+    sleeps in 1 s steps: up to a second lost per flow run, and every round is one. Heartbeats are
+    switched off there; against a real server they stay on (they detect crashed runs).
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield

@@ -24,6 +24,7 @@ from pathlib import Path
 import requests
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities.model_registry import RegisteredModel
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel
 
@@ -32,6 +33,7 @@ from fgrpo_core.errors import FgrpoError
 
 PARAM_VALUE_LIMIT = 6000  # MLflow rejects longer parameter values
 TRUNCATION_MARKER = "...[truncated]"
+MLFLOW_EXPERIMENT = "fgrpo"  # the MLflow experiment that holds every fgrpo experiment's runs
 EXPERIMENT_TAG = "fgrpo.experiment"
 ROLE_TAG = "fgrpo.role"
 ROUND_TAG = "fgrpo.round"
@@ -300,14 +302,17 @@ class RegistrationResult:
     previous_champion_score: float | None
 
 
-def _model_exists(client: MlflowClient, model_name: str) -> bool:
+def _registered_model(client: MlflowClient, model_name: str) -> RegisteredModel | None:
     try:
-        client.get_registered_model(model_name)
+        return client.get_registered_model(model_name)
     except MlflowException as err:
         if err.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return False
+            return None
         raise
-    return True
+
+
+def _model_exists(client: MlflowClient, model_name: str) -> bool:
+    return _registered_model(client, model_name) is not None
 
 
 def _champion(client: MlflowClient, model_name: str) -> tuple[str, float] | None:
@@ -354,15 +359,15 @@ def register_round_model(
             version = str(same_round[0].version)
         else:
             source = f"runs:/{run_id}/{artifact_path}"  # resolved by MLflow for SQLite and servers
-            version = str(client.create_model_version(model_name, source=source, run_id=run_id).version)
             version_tags = {
                 "experiment": experiment,
                 "round": str(round_idx),
                 "strategy": strategy,
                 SCORE_TAG: repr(float(score)),
             }
-            for key, value in version_tags.items():
-                client.set_model_version_tag(model_name, version, key, value)
+            # Tags with the version: one call instead of one per tag.
+            created = client.create_model_version(model_name, source=source, run_id=run_id, tags=version_tags)
+            version = str(created.version)
         champion = _champion(client, model_name)
         if champion is None or champion[0] == version or (not math.isnan(score) and score > champion[1]):
             client.set_registered_model_alias(model_name, CHAMPION, version)
@@ -376,7 +381,5 @@ def register_round_model(
 def get_aliases(client: MlflowClient, model_name: str) -> dict[str, str]:
     """Alias -> version of a registered model ({} when the model does not exist yet)."""
     with _mlflow_errors(str(client.tracking_uri), f"reading aliases of {model_name!r}"):
-        if not _model_exists(client, model_name):
-            return {}
-        model = client.get_registered_model(model_name)
-        return {alias: str(version) for alias, version in model.aliases.items()}
+        model = _registered_model(client, model_name)
+        return {} if model is None else {alias: str(version) for alias, version in model.aliases.items()}

@@ -19,8 +19,8 @@ class DeltaValidationError(FgrpoError):
     """An adapter delta cannot be used: wrong keys, shapes, dtype, non-finite values, bad hash.
 
     ``reason`` is a short machine-readable code (``missing_key``, ``extra_key``, ``shape``,
-    ``dtype``, ``non_finite``, ``sha256``, ``manifest``, ``norm``, ``decode``), ``key`` the adapter
-    tensor concerned (if any).
+    ``dtype``, ``non_finite``, ``sha256``, ``manifest``, ``stats``, ``norm``, ``decode``), ``key``
+    the adapter tensor concerned (if any).
     """
 
     def __init__(self, reason: str, message: str, key: str | None = None) -> None:

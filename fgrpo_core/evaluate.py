@@ -91,7 +91,8 @@ def evaluate(
     finally:
         model.train(was_training)
     answers = [ex.answer for ex in examples]
-    raw = reward_fn(completions=completions, answer=answers, prompts=prompts)
+    families = [ex.family for ex in examples]
+    raw = reward_fn(completions=completions, answer=answers, prompts=prompts, family=families)
     if len(raw) != len(examples):
         raise TaskError(f"reward function returned {len(raw)} rewards for {len(examples)} completions")
     if any(r is None for r in raw) and reward_range is None:

@@ -6,6 +6,7 @@ orchestrated pipeline compute the same thing. Nothing here touches a store or a 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +179,40 @@ def probe_stats(
 # --- the coordinator's side (SPEC §1 coordinator steps 1-3, §5 validation) ----------------------
 
 
+def check_reported_stats(client_id: str, stats: ClientStats, round_idx: int) -> None:
+    """Refuse a report that belongs to another round or client, or whose scalars cannot be weighted.
+
+    Raises DeltaValidationError (reason ``manifest`` or ``stats``): one bad report is rejected and
+    recorded, the round goes on with the others (``compute_weights`` would fail the whole round).
+    """
+    if stats.round != round_idx or stats.client_id != client_id:
+        raise DeltaValidationError(
+            "manifest",
+            f"client {client_id!r} reported stats of client {stats.client_id!r} for round "
+            f"{stats.round}, but this is round {round_idx} (a replay or a late delta); the client "
+            "must train from the current global adapter",
+        )
+    scalars = {
+        "r_pre": stats.r_pre,
+        "r_post": stats.r_post,
+        "sigma": stats.sigma,
+        "sigma_diff": stats.sigma_diff,
+        "reward_lo": stats.reward_lo,
+        "reward_hi": stats.reward_hi,
+    }
+    bad = sorted(name for name, value in scalars.items() if not math.isfinite(value))
+    if bad:
+        raise DeltaValidationError(
+            "stats", f"client {client_id!r} reported non-finite {bad}: its evaluation diverged"
+        )
+    if stats.reward_hi <= stats.reward_lo:
+        raise DeltaValidationError(
+            "stats",
+            f"client {client_id!r} reported the reward range [{stats.reward_lo}, {stats.reward_hi}]: "
+            "reward_hi must exceed reward_lo (report its task family's range)",
+        )
+
+
 @dataclass
 class RoundOutcome:
     """A committed round: the new global adapter, the round table and the new server state."""
@@ -210,6 +245,7 @@ def aggregate_round(
     valid: dict[str, ClientUpdate] = {}
     for cid in sorted(updates):
         try:
+            check_reported_stats(cid, updates[cid].stats, round_idx)
             validate_delta(updates[cid].delta, global_adapter)
         except DeltaValidationError as err:
             rejected[cid] = f"{err.reason}: {err}"
@@ -225,10 +261,12 @@ def aggregate_round(
     if screen:
         rejected.update(screen.rejected)
     if len(kept) < cfg.federation.min_clients:
+        listed = "; ".join(f"{cid}: {rejected[cid]}" for cid in sorted(rejected)) or "none"
         raise QuorumError(
-            f"round {round_idx}: {len(kept)} valid deltas, federation.min_clients is "
-            f"{cfg.federation.min_clients}; failed or rejected: {rejected or 'none'}. The previous "
-            "global adapter stays; fix the listed clients or lower min_clients"
+            f"round {round_idx} not committed: {len(kept)} valid delta(s) {sorted(kept)}, "
+            f"federation.min_clients is {cfg.federation.min_clients}. Failed or rejected: {listed}. "
+            "The previous global adapter stays; fix the listed clients (or lower "
+            "federation.min_clients, or raise federation.round_timeout_s for late ones) and run again"
         )
 
     stats = []
@@ -248,7 +286,12 @@ def aggregate_round(
             **w.model_dump(),
             accepted=True,
             clipped=w.client_id in clipped,
-            reason="norm clipped" if w.client_id in clipped else "",
+            reason=(
+                f"norm clipped: {norms[w.client_id]:.4g} -> {agg.max_delta_norm_ratio:g} x median "
+                f"{screen.median:.4g}"
+                if screen is not None and w.client_id in clipped
+                else ""
+            ),
             delta_norm=norms[w.client_id],
             delta_bytes=sizes.get(w.client_id, 0),
             reported_r_post=valid[w.client_id].stats.r_post,

@@ -15,7 +15,7 @@ import random
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,9 @@ class ModelBundle:
     chat: bool
     model_id: str
     device: torch.device
+    # The adapter as built (seeded by lora.init_seed), kept apart from the model's current adapter:
+    # a bundle lent to several tasks holds whatever the last task loaded or trained.
+    initial_adapter: Adapter = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,7 +308,12 @@ def load_bundle(cfg: ExperimentConfig, device: str | None = None) -> ModelBundle
     model.to(torch_device)
     chat = cfg.model.source != "tiny" and getattr(tokenizer, "chat_template", None) is not None
     return ModelBundle(
-        model=model, tokenizer=tokenizer, chat=chat, model_id=cfg.model.model_id, device=torch_device
+        model=model,
+        tokenizer=tokenizer,
+        chat=chat,
+        model_id=cfg.model.model_id,
+        device=torch_device,
+        initial_adapter=get_adapter(model),
     )
 
 

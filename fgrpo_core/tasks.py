@@ -8,6 +8,7 @@ SmolLM2-135M-Instruct in ENV-NOTES.md: 1-digit + 0.75, 1-digit × 0.53, 2-digit 
 | --- | --- | --- | --- |
 | add1 | "3+4" (0..9 + 0..9, 100 distinct) | exact | {0, 1} |
 | mul1 | "7*8" (0..9 × 0..9, 100 distinct) | partial_credit | [0, 10] |
+| sub1 | "7-3" (0..9 − 0..9, a >= b, 55 distinct) | format_penalty | [-1, 1] |
 | add2 | "23+45" (10..99 + 10..99, 8,100 distinct) | format_penalty | [-1, 1] |
 | sub2 | "57-23" (10..99 − 10..99, a >= b, 4,095 distinct) | format_penalty | [-1, 1] |
 
@@ -58,6 +59,12 @@ def _mul1(rng: random.Random) -> Example:
     return Example(f"{a}*{b}", a * b, "mul1")
 
 
+def _sub1(rng: random.Random) -> Example:
+    a, b = rng.randint(0, 9), rng.randint(0, 9)
+    big, small = max(a, b), min(a, b)
+    return Example(f"{big}-{small}", big - small, "sub1")
+
+
 def _add2(rng: random.Random) -> Example:
     a, b = rng.randint(10, 99), rng.randint(10, 99)
     return Example(f"{a}+{b}", a + b, "add2")
@@ -78,6 +85,7 @@ def _family(
 FAMILIES: dict[str, TaskFamily] = {
     "add1": _family("add1", "single-digit addition, exact answer", "exact", _add1, 100),
     "mul1": _family("mul1", "single-digit multiplication, partial credit", "partial_credit", _mul1, 100),
+    "sub1": _family("sub1", "single-digit subtraction (>= 0), format penalty", "format_penalty", _sub1, 55),
     "add2": _family("add2", "two-digit addition, format penalty", "format_penalty", _add2, 90 * 90),
     "sub2": _family("sub2", "two-digit subtraction (>= 0), format penalty", "format_penalty", _sub2, 4095),
 }

@@ -8,11 +8,12 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from fgrpo.timing import add
 from fgrpo_core.config import ExperimentConfig
 from flows.round import federated_round
 from tasks.aggregate import initialise_task, last_committed_round_task
 from tasks.evaluate import evaluate_task
-from tasks.report import read_reports_task
+from tasks.report import first_unreported_round_task, read_reports_task
 from tasks.tracking import finish_tracking_task, start_tracking_task
 
 
@@ -22,24 +23,37 @@ def _experiment_run_name() -> str:
 
 @flow(name="fgrpo-experiment", flow_run_name=_experiment_run_name, validate_parameters=False)
 def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Run ``cfg.federation.rounds`` rounds; an interrupted experiment resumes after its last commit."""
-    global_key = initialise_task(cfg)
-    first = last_committed_round_task(cfg) + 1
-    parent_run_id = start_tracking_task(cfg) if cfg.tracking.enabled else None
+    """Run ``cfg.federation.rounds`` rounds; an interrupted experiment resumes after its last commit.
+
+    ``timings`` sums the parts every task of this invocation measured (fgrpo/timing.py); the
+    caller, who knows the wall time, adds ``orchestration_s``.
+    """
+    initialised = initialise_task(cfg)
+    parts = [initialised["timings"]]
+    last_committed = last_committed_round_task(cfg)
+    # A round committed just before an interruption may lack its report: it is finished first.
+    first = first_unreported_round_task(cfg, last_committed)
+    parent_run_id = None
+    if cfg.tracking.enabled:
+        tracking = start_tracking_task(cfg)
+        parts.append(tracking["timings"])
+        parent_run_id = tracking["run_id"]
     initial = evaluate_task(cfg, 0)
+    parts.append(initial.pop("timings"))
     run_round = federated_round.with_options(
         task_runner=ThreadPoolTaskRunner(max_workers=cfg.federation.max_parallel_clients)  # type: ignore[arg-type]
     )
     for round_idx in range(first, cfg.federation.rounds + 1):
-        run_round(cfg, round_idx, parent_run_id)
+        parts.append(run_round(cfg, round_idx, parent_run_id)["timings"])
     reports = read_reports_task(cfg, list(range(1, cfg.federation.rounds + 1)))
     if parent_run_id is not None:
-        finish_tracking_task(cfg, parent_run_id)
+        parts.append(finish_tracking_task(cfg, parent_run_id))
     return {
         "experiment": cfg.name,
-        "initial_global_key": global_key,
-        "resumed_from_round": first - 1,
+        "initial_global_key": initialised["global_key"],
+        "resumed_from_round": last_committed,
         "initial_evaluation": initial,
         "mlflow_run_id": parent_run_id,
         "rounds": reports,
+        "timings": add(parts),
     }

@@ -8,6 +8,7 @@ from prefect import task
 
 from fgrpo import exchange, runtime
 from fgrpo.store import make_store
+from fgrpo.timing import Stopwatch
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.federation import evaluate_families
 from fgrpo_core.partition import eval_sets
@@ -22,12 +23,15 @@ from tasks.retry import is_transient
     retry_delay_seconds=2,
 )
 def evaluate_task(cfg: ExperimentConfig, round_idx: int) -> dict[str, Any]:
-    """Greedy accuracy and mean reward of theta_t per family, and their macro average."""
-    store = make_store(cfg.store)
+    """Greedy accuracy and mean reward of theta_t per family, their macro average, and the
+    task's ``timings`` (store I/O vs evaluation; the flows take them out of the evaluation)."""
+    clock = Stopwatch("evaluate_s")
+    store = clock.store(make_store(cfg.store))
     adapter = exchange.read_global(store, exchange.identity(cfg), round_idx)
-    with runtime.borrowed_bundle(cfg) as bundle:
+    with runtime.borrowed_bundle(cfg, clock) as bundle:
         result = evaluate_families(bundle, adapter, eval_sets(cfg).eval, cfg)
     return {
         "families": {k: v.model_dump() for k, v in result.families.items()},
         "macro_accuracy": result.macro_accuracy,
+        "timings": clock.result(),
     }

@@ -8,6 +8,7 @@ from prefect import task
 
 from fgrpo import exchange, runtime
 from fgrpo.store import make_store
+from fgrpo.timing import Stopwatch
 from fgrpo.tracking import register_round_model
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.models import save_adapter_folder
@@ -27,10 +28,14 @@ def registered_name(cfg: ExperimentConfig) -> str:
     retry_delay_seconds=3,
 )
 def register_task(cfg: ExperimentConfig, round_run_id: str, round_idx: int, score: float) -> dict[str, Any]:
-    """Log theta_t as a PEFT folder on the round's run and register it as a model version."""
-    adapter = exchange.read_global(make_store(cfg.store), exchange.identity(cfg), round_idx)
+    """Log theta_t as a PEFT folder on the round's run and register it as a model version.
+
+    Returns the version, its alias, the champion and the task's ``timings`` (store I/O vs MLflow).
+    """
+    clock = Stopwatch("mlflow_s")
+    adapter = exchange.read_global(clock.store(make_store(cfg.store)), exchange.identity(cfg), round_idx)
     folder = runtime.work_dir(cfg, "adapters", f"round-{round_idx:04d}")
-    with runtime.borrowed_bundle(cfg) as bundle:
+    with runtime.borrowed_bundle(cfg, clock) as bundle:
         save_adapter_folder(bundle.model, adapter, folder)
     tracker = tracker_for(cfg)
     tracker.log_adapter_artifacts(round_run_id, folder, "adapter")
@@ -44,4 +49,9 @@ def register_task(cfg: ExperimentConfig, round_run_id: str, round_idx: int, scor
         cfg.aggregation.strategy,
         score,
     )
-    return {"version": result.version, "alias": result.alias, "champion_version": result.champion_version}
+    return {
+        "version": result.version,
+        "alias": result.alias,
+        "champion_version": result.champion_version,
+        "timings": clock.result(),
+    }

@@ -31,3 +31,18 @@ def write_report_task(cfg: ExperimentConfig, round_idx: int, report: dict[str, A
 def read_reports_task(cfg: ExperimentConfig, rounds: list[int]) -> list[dict[str, Any]]:
     store = make_store(cfg.store)
     return [get_json(store, report_key(cfg, t)) for t in rounds if store.exists(report_key(cfg, t))]
+
+
+@task(name="first-unreported-round", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=2)
+def first_unreported_round_task(cfg: ExperimentConfig, last_committed: int) -> int:
+    """The first round to run: ``last_committed + 1``, or an earlier committed round without a report.
+
+    A coordinator stopped after a round's commit but before its evaluation, logging, registration
+    or report finishes that round first (flows/round.py trains and aggregates nothing for it).
+    """
+    store = make_store(cfg.store)
+    keys = set(store.list_keys(layout.global_prefix(cfg.store.prefix, cfg.name)))
+    for t in range(1, last_committed + 1):
+        if report_key(cfg, t) not in keys:
+            return t
+    return last_committed + 1

@@ -7,7 +7,8 @@ from typing import Any
 
 from prefect import task
 
-from fgrpo.tracking import Tracker, flatten_config, resolve_tracking_uri
+from fgrpo.timing import Stopwatch, Timings
+from fgrpo.tracking import MLFLOW_EXPERIMENT, Tracker, flatten_config, resolve_tracking_uri
 from fgrpo_core.config import ExperimentConfig
 from tasks.retry import is_transient
 
@@ -17,10 +18,15 @@ def tracker_for(cfg: ExperimentConfig) -> Tracker:
 
 
 @task(name="start-tracking", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=3)
-def start_tracking_task(cfg: ExperimentConfig) -> str:
-    """The experiment's parent run (reused when the experiment resumes); the full config as params."""
+def start_tracking_task(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The experiment's parent run (reused when the experiment resumes); the full config as params.
+
+    Returns its ``run_id`` and the task's ``timings``.
+    """
+    clock = Stopwatch("mlflow_s")
     tags = {"fgrpo.strategy": cfg.aggregation.strategy, "fgrpo.model": cfg.model.model_id}
-    return tracker_for(cfg).start_experiment_run("fgrpo", cfg.name, flatten_config(cfg), tags)
+    run_id = tracker_for(cfg).start_experiment_run(MLFLOW_EXPERIMENT, cfg.name, flatten_config(cfg), tags)
+    return {"run_id": run_id, "timings": clock.result()}
 
 
 @task(
@@ -36,8 +42,12 @@ def log_round_task(
     round_idx: int,
     rows: list[dict[str, Any]],
     evaluation: dict[str, Any],
-) -> str:
-    """Per-client series on the parent run, a nested round run with the round table; its id."""
+) -> dict[str, Any]:
+    """Per-client series on the parent run, a nested round run with the round table.
+
+    Returns the round run's id (``round_run_id``) and the task's ``timings``.
+    """
+    clock = Stopwatch("mlflow_s")
     tracker = tracker_for(cfg)
     round_run_id = tracker.start_round_run(parent_run_id, round_idx)
     global_eval = {"macro_accuracy": float(evaluation["macro_accuracy"])}
@@ -46,9 +56,12 @@ def log_round_task(
         global_eval[f"{family}/mean_reward"] = float(score["mean_reward"])
     tracker.log_round(parent_run_id, round_run_id, round_idx, rows, global_eval)
     tracker.finish_run(round_run_id)
-    return round_run_id
+    return {"round_run_id": round_run_id, "timings": clock.result()}
 
 
 @task(name="finish-tracking", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=3)
-def finish_tracking_task(cfg: ExperimentConfig, run_id: str, status: str = "FINISHED") -> None:
+def finish_tracking_task(cfg: ExperimentConfig, run_id: str, status: str = "FINISHED") -> Timings:
+    """End the parent run; returns the task's timings."""
+    clock = Stopwatch("mlflow_s")
     tracker_for(cfg).finish_run(run_id, status)
+    return clock.result()

@@ -10,7 +10,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fgrpo_core.aggregation import aggregate_deltas, compute_weights, screen_norms
+from fgrpo_core.aggregation import (
+    accumulation_error_factor,
+    aggregate_deltas,
+    compute_weights,
+    screen_norms,
+)
 from fgrpo_core.config import AggregationSettings
 from fgrpo_core.deltas import delta_norm
 from fgrpo_core.errors import AggregationError
@@ -401,8 +406,52 @@ def test_aggregate_matches_numpy_average() -> None:
         stack = np.stack([deltas[c][key].double().numpy() for c in sorted(deltas)])
         average = np.average(stack, axis=0, weights=[weights[c] for c in sorted(deltas)])
         expected = global_adapter[key].double().numpy() + 0.7 * average
+        # float32 accumulation: accumulation_error_factor(3) = 11 * 2**-24 ~ 7e-7 times |x| + ~1 here
         np.testing.assert_allclose(merged[key].numpy(), expected, rtol=1e-6, atol=1e-6)
         assert merged[key].dtype == torch.float32
+
+
+def test_aggregate_of_32_clients_within_the_documented_float32_bound() -> None:
+    # Prepare: magnitudes spread over 4 orders, uneven weights
+    rng = np.random.default_rng(0)
+    global_adapter = make_adapter(0, hidden=64)
+    deltas = {
+        f"c{i:02d}": {
+            k: float(10.0 ** rng.uniform(-4, 0)) * v for k, v in make_adapter(i + 1, hidden=64).items()
+        }
+        for i in range(32)
+    }
+    raw = rng.uniform(0.1, 2.0, size=32)
+    weights = {cid: float(w) for cid, w in zip(sorted(deltas), raw / raw.sum(), strict=True)}
+    server_lr = 0.7
+    # Execute
+    merged = aggregate_deltas(global_adapter, deltas, weights, server_lr, "separate")
+    # Assert: |merged - exact| <= factor(K) * (|theta| + eta * sum_k w_k |delta_k|), per element
+    w = np.array([weights[c] for c in sorted(deltas)])
+    for key in global_adapter:
+        stack = np.stack([deltas[c][key].double().numpy() for c in sorted(deltas)])
+        theta = global_adapter[key].double().numpy()
+        exact = theta + server_lr * np.average(stack, axis=0, weights=w)
+        bound = accumulation_error_factor(32) * (
+            np.abs(theta) + server_lr * np.tensordot(w, np.abs(stack), 1)
+        )
+        assert bool((np.abs(merged[key].double().numpy() - exact) <= bound).all()), key
+
+
+def test_aggregate_leaves_its_inputs_alone() -> None:
+    # Prepare
+    global_adapter = make_adapter(0)
+    deltas = {"a": make_adapter(1), "b": make_adapter(2)}
+    before = {
+        c: {k: v.clone() for k, v in d.items()} for c, d in [("global", global_adapter), *deltas.items()]
+    }
+    # Execute
+    merged = aggregate_deltas(global_adapter, deltas, {"a": 0.5, "b": 0.5}, 1.0, "separate")
+    for tensor in merged.values():
+        tensor.add_(1.0)  # a caller updating the result in place
+    # Assert
+    for c, d in [("global", global_adapter), *deltas.items()]:
+        assert all(torch.equal(d[k], before[c][k]) for k in d), c
 
 
 def _local(global_adapter: Adapter, delta: Adapter) -> Adapter:

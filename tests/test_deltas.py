@@ -139,6 +139,16 @@ def test_int8_round_trip_within_half_a_step() -> None:
     assert torch.equal(decoded[Q_B], torch.zeros_like(delta[Q_B]))
 
 
+def test_int8_rounds_like_torch_round_ties_to_even() -> None:
+    # Prepare: max 127 gives scale 1.0, so every k + 0.5 is an exact tie
+    values = torch.arange(-254, 255, dtype=torch.float32) / 2
+    # Execute
+    data = encode({Q_A: values}, "int8")
+    decoded, _ = decode(data)
+    # Assert
+    assert torch.equal(decoded[Q_A], torch.round(values.double()).float())
+
+
 def test_encoding_is_deterministic_whatever_the_insertion_order() -> None:
     # Prepare
     delta = make_adapter(9)
@@ -208,6 +218,18 @@ def test_decode_of_int8_without_scale_raises_reason_decode() -> None:
     assert info.value.reason == "decode"
 
 
+def test_decode_of_int8_with_a_non_scalar_scale_raises_reason_decode() -> None:
+    # Prepare: a scale that would broadcast
+    data = st_save(
+        {Q_A: torch.zeros(8, 64, dtype=torch.int8), Q_A + INT8_SCALE_SUFFIX: torch.ones(8, 1)},
+        metadata={ENCODING_METADATA_KEY: "int8"},
+    )
+    # Execute / Assert
+    with pytest.raises(DeltaValidationError, match="expected a float scalar") as info:
+        decode(data)
+    assert info.value.reason == "decode"
+
+
 def test_sha256_matches_hashlib() -> None:
     # Prepare
     data = encode(make_adapter(13))
@@ -272,6 +294,15 @@ def test_validate_delta_names_reason_and_key(corrupt: Callable[[Adapter], str], 
     assert info.value.reason == reason
     assert info.value.key == key
     assert key in str(info.value)
+
+
+def test_validate_delta_accepts_finite_values_whose_sum_overflows() -> None:
+    # Prepare: every value finite, their float32 sum is +inf
+    reference = make_adapter(18)
+    delta = subtract(make_adapter(19), reference)
+    delta[Q_A] = torch.full_like(delta[Q_A], 3e38)
+    # Execute / Assert: no non_finite error
+    validate_delta(delta, reference)
 
 
 def test_validate_delta_accepts_a_clean_decoded_delta() -> None:

@@ -145,6 +145,57 @@ def test_champion_is_the_best_round(s3_run: dict[str, Any]) -> None:
     champion = client.get_model_version(f"fgrpo-{cfg.name}", aliases["champion"])
     assert champion.tags["round"] == str(best_round)
     assert summary["registry"]["aliases"]["champion"] == str(aliases["champion"])
+    # Assert: the README's way to fetch the champion gives a PEFT adapter folder (MLflow resolves
+    # models:/ through the registry URI, which follows MLFLOW_TRACKING_URI as on a coordinator).
+    import mlflow
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        folder = Path(mlflow.artifacts.download_artifacts(f"models:/fgrpo-{cfg.name}@champion"))
+    assert (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
+
+
+def test_timings_split_the_wall_time(s3_run: dict[str, Any]) -> None:
+    # Prepare
+    from fgrpo.timing import ORCHESTRATION, PARTS, add
+
+    summary = s3_run["summary"]
+    timings = summary["timings"]
+    # Execute: the parts the rounds' reports recorded, added up.
+    per_round = add(report["timings"] for report in summary["rounds"])
+    # Assert: every part, none negative, together the wall time (each rounded to the ms).
+    assert set(timings) == {*PARTS, ORCHESTRATION}
+    assert all(seconds >= 0 for seconds in timings.values())
+    assert sum(timings.values()) == pytest.approx(summary["wall_time_s"], abs=0.02)
+    assert all(timings[part] > 0 for part in ("train_s", "evaluate_s", "store_io_s", "mlflow_s"))
+    # The rounds are part of the experiment: no part of theirs exceeds the experiment's.
+    assert all(per_round[part] <= timings[part] + 1e-3 for part in PARTS)
+
+
+def test_report_of_the_run_shows_its_rounds_and_registry(s3_run: dict[str, Any]) -> None:
+    # Prepare
+    from mlflow import MlflowClient
+
+    cfg, summary, out = s3_run["cfg"], s3_run["summary"], s3_run["out"] / "report.html"
+    uri = cfg.tracking.tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    aliases = client.get_registered_model(f"fgrpo-{cfg.name}").aliases
+    # Execute: from the S3 store and MLflow the config names.
+    result = CliRunner().invoke(
+        app, ["report", cfg.name, "--config", str(s3_run["out"] / "tiny.yaml"), "--out", str(out)]
+    )
+    # Assert: one table row per client and round, both plots, MLflow's aliases, the config.
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    page = out.read_text()
+    for report in summary["rounds"]:
+        for row in report["rows"]:
+            start = f'<td class="text">{report["round"]}</td><td class="text">{row["client_id"]}</td>'
+            assert f"{start}<td>yes</td><td>{row['n_k']}</td><td>{row['r_pre'] + 0.0:.4g}</td>" in page
+    assert page.count('src="data:image/png;base64,') == 2
+    listed = ", ".join(f"{a} → v{v}" for a, v in sorted(aliases.items()))
+    assert f"aliases: {listed}" in page
+    assert '<td class="text">aggregation.strategy</td><td class="text">fgrpo</td>' in page
+    assert "s3://pipeline-test/fgrpo/" in page
 
 
 def test_a_second_run_resumes_and_changes_nothing(s3_run: dict[str, Any], prefect_harness: None) -> None:

@@ -189,14 +189,16 @@ def test_generators_are_seeded_and_correct(family: str) -> None:
 def test_family_shapes() -> None:
     # Execute
     samples = {f: generate_examples(f, 300, random.Random(0)) for f in FAMILIES}
-    # Assert: operand sizes and sub2's non-negative results; rewards per SPEC §4.
+    # Assert: operand sizes and sub1/sub2's non-negative results; rewards per SPEC §4.
     assert all(len(e.question) == 3 and e.question[1] == "+" for e in samples["add1"])
     assert all(len(e.question) == 3 and e.question[1] == "*" for e in samples["mul1"])
+    assert all(len(e.question) == 3 and e.question[1] == "-" and e.answer >= 0 for e in samples["sub1"])
     assert all(len(e.question) == 5 and e.question[2] == "+" for e in samples["add2"])
     assert all(len(e.question) == 5 and e.question[2] == "-" and e.answer >= 0 for e in samples["sub2"])
     assert {f: FAMILIES[f].reward_name for f in FAMILIES} == {
         "add1": "exact",
         "mul1": "partial_credit",
+        "sub1": "format_penalty",
         "add2": "format_penalty",
         "sub2": "format_penalty",
     }

@@ -147,3 +147,32 @@ def test_grpo_raises_the_validation_reward_of_a_tiny_model(
     assert np.mean(train_rewards[-quarter:]) >= np.mean(train_rewards[:quarter]) + 0.08, train_rewards
     assert stats.sigma_diff > 0.0  # the trained adapter answers differently
     assert 0.0 <= stats.r_post <= 1.0
+
+
+def test_a_client_mixing_families_scores_each_prompt_with_its_family_reward(
+    cfg: ExperimentConfig, bundle_and_global: tuple[ModelBundle, Adapter], tmp_path: Path
+) -> None:
+    # Prepare: one owner holding add1 ({0,1}, exact) and mul1 ([0,10], partial credit).
+    from fgrpo_core.federation import client_update
+    from fgrpo_core.partition import client_data
+
+    bundle, global_adapter = bundle_and_global
+    raw = cfg.model_dump()
+    raw["data"] = {**raw["data"], "min_per_family": 8}
+    raw["grpo"] = {**raw["grpo"], "local_steps": 2, "num_generations": 4, "per_device_train_batch_size": 8}
+    mixed = parse_config(raw)
+    val = client_data(mixed, "c1").val
+    assert {e.family for e in val} == {"add1", "mul1"}
+    # Execute
+    update = client_update(bundle, global_adapter, mixed, "c1", 1, tmp_path)
+    # Assert: r_pre is the per-family rewards' mean, computed family by family as a reference.
+    set_adapter(bundle.model, global_adapter)
+    settings = mixed.evaluation
+    by_family = {
+        "add1": evaluate(bundle, [e for e in val if e.family == "add1"], exact, settings, (0.0, 1.0)),
+        "mul1": evaluate(bundle, [e for e in val if e.family == "mul1"], partial_credit, settings, (0.0, 10.0)),
+    }
+    reference = sum(sum(r.rewards) for r in by_family.values()) / len(val)
+    assert update.stats.r_pre == pytest.approx(reference)
+    assert (update.stats.reward_lo, update.stats.reward_hi) == (0.0, 10.0)
+    assert update.stats.steps == 2 and update.stats.n_k == 4

