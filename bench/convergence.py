@@ -34,15 +34,21 @@ from bench.references import run_arm  # noqa: E402
 EVAL_SEEDS = (1, 2, 3)
 
 
+def _source_digest() -> str:
+    """Digest of the code a run depends on: a kept result is reused only with the same code."""
+    digest = hashlib.sha256()
+    for path in sorted([*REPO.glob("fgrpo_core/*.py"), *REPO.glob("bench/*.py")]):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _job(args: tuple[str, str, str, int, dict[str, Any], str]) -> dict[str, Any]:
     """One (scenario, arm, seed) run in a worker process."""
     scenario, arm_name, kind, seed, raw, work = args
-    # Runs are deterministic given their config: a finished run is kept and reused, so an
-    # interrupted benchmark resumes where it stopped.
-    done = (
-        Path(work)
-        / f"result-{hashlib.sha256(json.dumps([kind, raw], sort_keys=True).encode()).hexdigest()[:16]}.json"
-    )
+    # Runs are deterministic given their config and code: a finished run is kept and reused, so
+    # an interrupted benchmark resumes where it stopped.
+    key = json.dumps([kind, raw, _source_digest()], sort_keys=True).encode()
+    done = Path(work) / f"result-{hashlib.sha256(key).hexdigest()[:16]}.json"
     if done.is_file():
         return dict(json.loads(done.read_text()))
     import torch

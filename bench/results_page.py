@@ -93,6 +93,30 @@ def _goal_lines(scenario: str, arms: dict[str, dict[int, dict[str, Any]]], seeds
     return lines
 
 
+def _summary_table(table: dict[str, Any], seeds: list[int]) -> list[str]:
+    """One line per scenario: the three goals, stated plainly."""
+    lines = [
+        "| scenario | FGRPO macro | FedAvg macro | FGRPO − FedAvg (goal ≥ +0.03) | FGRPO / centralised (goal ≥ 0.95) "
+        "| reward − FGRPO (goal < 0) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for scenario, arms in table.items():
+        fg, fa = _macro(arms, "fgrpo", seeds), _macro(arms, "fedavg", seeds)
+        v1, m1, sd1 = verdict(fg, fa)
+        ratio = (
+            float(np.mean(fg)) / max(1e-9, float(np.mean(_macro(arms, "central", seeds))))
+            if "central" in arms
+            else float("nan")
+        )
+        v2, m2, sd2 = verdict(_macro(arms, "reward", seeds), fg)
+        lines.append(
+            f"| {scenario} | {_ms(fg)} | {_ms(fa)} | {m1:+.3f} ± {sd1:.3f}: {v1}, goal {'met' if m1 >= GOAL_MARGIN else 'not met'} "
+            f"| {ratio:.2f}: {'met' if ratio >= GOAL_CENTRAL else 'not met'} "
+            f"| {m2:+.3f} ± {sd2:.3f}: {'met' if v2 == 'loss' else 'not met'} ({v2} for reward) |"
+        )
+    return lines
+
+
 def _weights_table(arms: dict[str, dict[int, dict[str, Any]]], seeds: list[int]) -> list[str]:
     """Mean weight, gain and delta norm per owner over rounds and seeds, per strategy arm."""
     lines = [
@@ -151,7 +175,7 @@ def _plots(table: dict[str, Any], seeds: list[int], img_dir: Path, tag: str) -> 
         ax.set_title(scenario)
         ax.set_xlabel("round")
         ax.set_ylabel("macro accuracy")
-    axes[0][0].legend(fontsize=7)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     acc = img_dir / f"convergence-{tag}-accuracy.png"
     fig.savefig(acc, dpi=90)
@@ -197,7 +221,8 @@ def write_page(data: dict[str, Any], page: Path, json_path: Path) -> Path:
     lines = [
         f"# Results: FGRPO against FedAvg, reward weighting and two references ({data['model']} model)",
         "",
-        f"Produced by `bench/convergence.py --model {data['model']}{' --quick' if data['quick'] else ''}` in "
+        f"Produced by `bench/convergence.py --model {data['model']}{' --quick' if data['quick'] else ''}"
+        f"{' --ablation' if any(':' in r['arm'] for r in data['runs']) else ''}` in "
         f"{data['wall_time_s'] / 60:.1f} min on {data['machine']['cpus']} CPUs ({data['machine']['workers']} worker "
         f"processes); raw numbers: [`{json_path.name}`]({rel_json}).",
         f"Seeds {seeds} (evaluation); the budget ({b['rounds']} rounds × {b['local_steps']} local GRPO steps, "
@@ -213,6 +238,11 @@ def write_page(data: dict[str, Any], page: Path, json_path: Path) -> Path:
         f"![FGRPO gains and weights per owner](img/{images[1]})",
         "",
     ]
+    lines += ["## Summary", "", *_summary_table(table, seeds), ""]
+    # Hand-written reading of the numbers, kept apart from the generated tables.
+    notes = json_path.parent / f"{json_path.stem}-notes.md"
+    if notes.is_file():
+        lines += [notes.read_text().strip(), ""]
     for scenario, arms in table.items():
         lines += [
             f"## {scenario}",
@@ -231,6 +261,16 @@ def write_page(data: dict[str, Any], page: Path, json_path: Path) -> Path:
     ablation = _ablation_table(table, seeds)
     if ablation:
         lines += ["## Ablation of FGRPO's options (final macro accuracy)", "", *ablation, ""]
+    lines += [
+        "## Other measurements",
+        "",
+        "- [Orchestration overhead](../bench/results/overhead.md) (`bench/overhead.py`)",
+        "- [Communication and aggregation throughput](../bench/results/comm.md) (`bench/comm.py`)",
+        "- [Distributed against embedded](../bench/results/distributed.md) (`bench/distributed.py`)",
+        "- Client trainer step time: `bench/results/step-time-*.json` (`bench/step_time.py`)",
+        "- [Fault and attack suite](faults.md)",
+        "",
+    ]
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text("\n".join(lines) + "\n")
     return page
