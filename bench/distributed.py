@@ -46,7 +46,13 @@ def _fgrpo_run(config: Path, env: dict[str, str]) -> tuple[float, dict[str, Any]
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"fgrpo run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return wall, json.loads(proc.stdout)
+    # The summary is the last JSON document on stdout (log lines may come before it).
+    start = proc.stdout.find("\n{")
+    text = proc.stdout if proc.stdout.startswith("{") else proc.stdout[start + 1 :]
+    try:
+        return wall, json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RuntimeError(f"fgrpo run printed no JSON summary:\n{proc.stdout[-3000:]}") from err
 
 
 def _env_file(path: Path) -> dict[str, str]:

@@ -22,8 +22,9 @@ RewardFn = Callable[..., list[float | None]]
 
 # An integer with an optional minus that is not a binary minus: in "12-5" the last integer is 5.
 _INT_PATTERN = re.compile(r"(?<!\d)-?\d+")
-# "Well formatted" for format_penalty: the whole text is one integer, surrounding whitespace allowed.
-_FORMAT_PATTERN = re.compile(r"\s*-?\d+\s*")
+# "Well formatted" for format_penalty: the text ends with its answer, an integer (then at most a
+# period and whitespace), as in "68", "68." or "23 + 45 = 68".
+_FORMAT_PATTERN = re.compile(r"(?<!\d)(-?\d+)\.?\s*\Z")
 
 
 def completion_text(completion: Completion) -> str:
@@ -104,20 +105,24 @@ def partial_credit(
 def format_penalty(
     completions: Sequence[Completion], answer: list[int] | None = None, **kwargs: Any
 ) -> list[float | None]:
-    """+1 correct, 0 a well-formatted wrong integer, -1 badly formatted. Range [-1, 1].
+    """+1 correct, 0 a well-formatted wrong answer, -1 badly formatted. Range [-1, 1].
 
-    Well formatted means the whole completion is one integer: optional surrounding whitespace,
-    an optional minus, digits, nothing else (so "Answer: 68" and "68." are -1 even when right).
+    Well formatted means the completion ends with its answer: an integer, then at most a period
+    and whitespace ("68", "68.", "23 + 45 = 68"). Text after the number ("68 is the sum") or no
+    number at all is -1. Chat models answer "23 + 45 = 68" by habit: a stricter rule (only a bare
+    integer) scores every greedy answer of SmolLM2-135M -1, an all-equal group that teaches
+    nothing (SPEC §4).
 
-    >>> format_penalty([" 68\\n", "67", "68.", "no idea"], answer=[68, 68, 68, 68])
-    [1.0, 0.0, -1.0, -1.0]
+    >>> format_penalty([" 68\\n", "67", "23 + 45 = 68.", "68 is the sum", "no idea"], answer=[68] * 5)
+    [1.0, 0.0, 1.0, -1.0, -1.0]
     """
     rewards: list[float | None] = []
     for text, a in _pairs(completions, answer):
-        if _FORMAT_PATTERN.fullmatch(text) is None:
+        match = _FORMAT_PATTERN.search(text)
+        if match is None:
             rewards.append(-1.0)
         else:
-            rewards.append(1.0 if int(text.strip()) == a else 0.0)
+            rewards.append(1.0 if int(match.group(1)) == a else 0.0)
     return rewards
 
 

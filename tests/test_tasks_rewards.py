@@ -61,8 +61,8 @@ def test_rewards_match_hand_computed_values(wrap: Any) -> None:
         "exact": [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0],
         # 10 * (1 - 2/56) = 9.6428... -> 9.643; |-56-56|/56 = 2 and |112-56|/56 = 1 -> 0.
         "partial_credit": [10.0, 9.643, 10.0, 10.0, 0.0, 0.0, 0.0],
-        # only bare integers are well formatted: "56." and prose are -1.
-        "format_penalty": [1.0, -1.0, 1.0, -1.0, -1.0, 0.0, 0.0],
+        # well formatted = ends with the answer: "The answer is 54" is 0 (wrong), "no idea" -1.
+        "format_penalty": [1.0, 0.0, 1.0, 1.0, -1.0, 0.0, 0.0],
         "contains_answer": [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0],
     }
     # Execute
