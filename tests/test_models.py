@@ -9,16 +9,15 @@ import peft
 import pytest
 import torch
 
+from fgrpo_core.base_models import build_tiny_tokenizer, load_base_model
 from fgrpo_core.config import EvaluationSettings, LoraSettings, ModelSettings, parse_config
 from fgrpo_core.errors import AggregationError, ConfigError
 from fgrpo_core.evaluate import evaluate
 from fgrpo_core.models import (
     ModelBundle,
     build_peft_model,
-    build_tiny_tokenizer,
     format_prompt,
     get_adapter,
-    load_base_model,
     load_bundle,
     save_adapter_folder,
     set_adapter,

@@ -104,7 +104,7 @@ def test_mlflow_holds_params_series_and_a_loadable_adapter(s3_run: dict[str, Any
     import torch
     from mlflow import MlflowClient
 
-    from fgrpo_core.models import load_base_model
+    from fgrpo_core.base_models import load_base_model
 
     cfg, summary = s3_run["cfg"], s3_run["summary"]
     uri = cfg.tracking.tracking_uri

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from fgrpo_core.base_models import load_base_model
 from fgrpo_core.config import EvaluationSettings, ExperimentConfig, GrpoSettings, parse_config
 from fgrpo_core.evaluate import evaluate
 from fgrpo_core.models import (
     ModelBundle,
     build_peft_model,
     get_adapter,
-    load_base_model,
     load_bundle,
     set_adapter,
 )
