@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fgrpo_core.config import ClientSpec, ExperimentConfig, parse_config
+from fgrpo_core.deltas import apply_delta
 from fgrpo_core.federation import client_reward, client_update, evaluate_families
 from fgrpo_core.models import get_adapter, load_bundle
 from fgrpo_core.partition import ClientData, client_data, eval_sets
@@ -78,7 +79,7 @@ def run_local(raw: dict[str, Any], work: Path) -> dict[str, Any]:
         evs = []
         for spec in cfg.clients:
             update = client_update(bundle, adapters[spec.id], cfg, spec.id, round_idx, work)
-            adapters[spec.id] = {k: adapters[spec.id][k] + update.delta[k] for k in sorted(adapters[spec.id])}
+            adapters[spec.id] = apply_delta(adapters[spec.id], update.delta)
             evs.append(evaluate_families(bundle, adapters[spec.id], sets, cfg))
         rounds.append({"round": round_idx, **_mean_evaluation(evs), "rows": []})
     return {"initial": _evaluation(initial), "rounds": rounds}

@@ -14,7 +14,7 @@ from typing import Any
 from fgrpo import layout
 from fgrpo.store import ObjectExistsError, ObjectNotFoundError, ObjectStore, get_json, put_json
 from fgrpo_core.config import ExperimentConfig
-from fgrpo_core.deltas import decode, encode
+from fgrpo_core.deltas import Encoding, decode, encode
 from fgrpo_core.errors import DeltaValidationError, FgrpoError
 from fgrpo_core.manifest import (
     ClientManifest,
@@ -133,10 +133,10 @@ def read_global(store: ObjectStore, ident: Identity, t: int) -> Adapter:
 
 
 def write_client_delta(
-    store: ObjectStore, ident: Identity, t: int, delta: Adapter, stats: ClientStats, encoding: str
+    store: ObjectStore, ident: Identity, t: int, delta: Adapter, stats: ClientStats, encoding: Encoding
 ) -> tuple[str, ClientManifest]:
     """Upload a client's delta for round t (from theta_{t-1}) and its manifest; return the manifest key."""
-    data = encode(delta, encoding)  # type: ignore[arg-type]
+    data = encode(delta, encoding)
     key = layout.client_delta_key(ident.prefix, ident.experiment, stats.client_id, t)
     manifest = ClientManifest(
         experiment=ident.experiment,
@@ -145,7 +145,7 @@ def write_client_delta(
         base_model_id=ident.base_model_id,
         base_revision=ident.base_revision,
         adapter_config_hash=ident.adapter_config_hash,
-        encoding=encoding,  # type: ignore[arg-type]
+        encoding=encoding,
         sha256=sha256_hex(data),
         nbytes=len(data),
         delta_key=key,

@@ -17,7 +17,7 @@ import numpy as np
 from fgrpo_core import rewards
 from fgrpo_core.aggregation import aggregate_deltas, compute_weights, screen_norms
 from fgrpo_core.config import ClientSpec, ExperimentConfig
-from fgrpo_core.deltas import subtract, validate_delta
+from fgrpo_core.deltas import apply_delta, subtract, validate_delta
 from fgrpo_core.errors import ConfigError, DeltaValidationError, QuorumError
 from fgrpo_core.evaluate import evaluate
 from fgrpo_core.models import ModelBundle, set_adapter
@@ -162,7 +162,7 @@ def probe_stats(
         return np.asarray(res.rewards, dtype=np.float64)
 
     pre = run(global_adapter)
-    post = run({k: global_adapter[k] + update.delta[k] for k in sorted(global_adapter)})
+    post = run(apply_delta(global_adapter, update.delta))
     return update.stats.model_copy(
         update={
             "r_pre": float(pre.mean()),

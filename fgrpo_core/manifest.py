@@ -38,24 +38,29 @@ def _check_iso(value: str) -> str:
 IsoTimestamp = Annotated[str, AfterValidator(_check_iso)]
 
 
-class ClientManifest(BaseModel):
-    """What a client uploads next to its delta: identity of the delta plus its scalar stats."""
+class _StoredObjectManifest(BaseModel):
+    """What every manifest says of its object: experiment, round, base model, adapter, bytes."""
 
     model_config = ConfigDict(extra="forbid")
 
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Manifest format version.")
-    experiment: str = Field(description="Experiment name the delta belongs to.")
-    round: int = Field(ge=0, description="Round t whose global adapter the delta starts from.")
-    client_id: str = Field(description="Client that produced the delta.")
+    experiment: str = Field(description="Experiment name the object belongs to.")
+    round: int = Field(ge=0, description="Round t of the object (see the subclass).")
     base_model_id: str = Field(description="Frozen base model identifier.")
     base_revision: str = Field(description="Revision of the base model.")
     adapter_config_hash: str = Field(description="config_hash of the LoRA adapter configuration.")
+    sha256: str = Field(pattern=SHA256_PATTERN, description="sha256 of the object file's bytes.")
+    nbytes: int = Field(ge=0, description="Size of the object file in bytes.")
+    created_at: IsoTimestamp = Field(default_factory=utc_now_iso, description="ISO-8601 creation time.")
+
+
+class ClientManifest(_StoredObjectManifest):
+    """What a client uploads next to its delta (``round``: the round it trained, from theta_{t-1})."""
+
+    client_id: str = Field(description="Client that produced the delta.")
     encoding: Literal["float32", "bfloat16", "int8"] = Field(description="Encoding of the delta.")
-    sha256: str = Field(pattern=SHA256_PATTERN, description="sha256 of the delta file's bytes.")
-    nbytes: int = Field(ge=0, description="Size of the delta file in bytes.")
     delta_key: str = Field(min_length=1, description="Store key of the delta file.")
     stats: ClientStats = Field(description="The client's scalar report of the round (SPEC §1).")
-    created_at: IsoTimestamp = Field(default_factory=utc_now_iso, description="ISO-8601 creation time.")
 
     @model_validator(mode="after")
     def _stats_match_identity(self) -> ClientManifest:
@@ -68,24 +73,13 @@ class ClientManifest(BaseModel):
         return self
 
 
-class GlobalManifest(BaseModel):
-    """What the coordinator writes next to each global adapter."""
+class GlobalManifest(_StoredObjectManifest):
+    """What the coordinator writes next to each global adapter theta_t (``round``: t)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Manifest format version.")
-    experiment: str = Field(description="Experiment name.")
-    round: int = Field(ge=0, description="Round t of this global adapter theta_t.")
-    base_model_id: str = Field(description="Frozen base model identifier.")
-    base_revision: str = Field(description="Revision of the base model.")
-    adapter_config_hash: str = Field(description="config_hash of the LoRA adapter configuration.")
-    sha256: str = Field(pattern=SHA256_PATTERN, description="sha256 of the adapter file's bytes.")
-    nbytes: int = Field(ge=0, description="Size of the adapter file in bytes.")
     adapter_key: str = Field(min_length=1, description="Store key of the adapter file.")
     parent_key: str | None = Field(description="Key of the previous global adapter (None at round 0).")
     clients: list[str] = Field(description="Clients whose deltas were averaged into this adapter.")
     strategy: str = Field(description="Aggregation strategy that produced it ('init' at round 0).")
-    created_at: IsoTimestamp = Field(default_factory=utc_now_iso, description="ISO-8601 creation time.")
 
 
 def check_client_manifest(
