@@ -238,6 +238,16 @@ class Tracker:
             )
             self.client.set_tag(round_run_id, ROUND_LOGGED_TAG, "true")
 
+    def log_initial_evaluation(self, parent_run_id: str, global_eval: dict[str, float]) -> None:
+        """`eval/<name>` at step 0 on the parent run, once: a resumed experiment does not log it again."""
+        values = _round_metrics([], global_eval)
+        with _mlflow_errors(self.uri, "logging of the initial evaluation"):
+            history = self.client.get_metric_history(parent_run_id, "eval/macro_accuracy")
+            if any(point.step == 0 for point in history):
+                return
+            now_ms = int(time.time() * 1000)
+            self._log_metrics(parent_run_id, [Metric(k, v, now_ms, 0) for k, v in values.items()])
+
     def log_adapter_artifacts(self, run_id: str, folder: Path, artifact_path: str = "adapter") -> None:
         """Upload an adapter folder (adapter_config.json, adapter_model.safetensors) as artifacts."""
         if not Path(folder).is_dir() or not any(Path(folder).iterdir()):

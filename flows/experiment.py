@@ -13,8 +13,8 @@ from fgrpo_core.config import ExperimentConfig
 from flows.round import federated_round
 from tasks.aggregate import initialise_task, last_committed_round_task
 from tasks.evaluate import evaluate_task
-from tasks.report import first_unreported_round_task, read_reports_task
-from tasks.tracking import finish_tracking_task, start_tracking_task
+from tasks.report import first_unreported_round_task, read_reports_task, write_report_task
+from tasks.tracking import finish_tracking_task, log_initial_evaluation_task, start_tracking_task
 
 
 def _experiment_run_name() -> str:
@@ -40,11 +40,21 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
         parent_run_id = tracking["run_id"]
     initial = evaluate_task(cfg, 0)
     parts.append(initial.pop("timings"))
+    # Round 0 (the initial adapter) is kept like any round, so reports and plots start from it.
+    write_report_task(cfg, 0, {"round": 0, "rows": [], "evaluation": initial})
+    if parent_run_id is not None:
+        parts.append(log_initial_evaluation_task(cfg, parent_run_id, initial))
     run_round = federated_round.with_options(
         task_runner=ThreadPoolTaskRunner(max_workers=cfg.federation.max_parallel_clients)  # type: ignore[arg-type]
     )
-    for round_idx in range(first, cfg.federation.rounds + 1):
-        parts.append(run_round(cfg, round_idx, parent_run_id)["timings"])
+    try:
+        for round_idx in range(first, cfg.federation.rounds + 1):
+            parts.append(run_round(cfg, round_idx, parent_run_id)["timings"])
+    except Exception:
+        # The parent run must not stay RUNNING: FAILED says so in the UI, and a rerun resumes it.
+        if parent_run_id is not None:
+            finish_tracking_task(cfg, parent_run_id, "FAILED")
+        raise
     reports = read_reports_task(cfg, list(range(1, cfg.federation.rounds + 1)))
     if parent_run_id is not None:
         parts.append(finish_tracking_task(cfg, parent_run_id))

@@ -17,6 +17,15 @@ def tracker_for(cfg: ExperimentConfig) -> Tracker:
     return Tracker(resolve_tracking_uri(cfg.tracking, Path(cfg.output_dir)))
 
 
+def _global_eval(evaluation: dict[str, Any]) -> dict[str, float]:
+    """evaluate_task's result as metric names under "eval/" (see Tracker.log_round)."""
+    global_eval = {"macro_accuracy": float(evaluation["macro_accuracy"])}
+    for family, score in evaluation["families"].items():
+        global_eval[f"{family}/accuracy"] = float(score["accuracy"])
+        global_eval[f"{family}/mean_reward"] = float(score["mean_reward"])
+    return global_eval
+
+
 @task(name="start-tracking", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=3)
 def start_tracking_task(cfg: ExperimentConfig) -> dict[str, Any]:
     """The experiment's parent run (reused when the experiment resumes); the full config as params.
@@ -50,13 +59,19 @@ def log_round_task(
     clock = Stopwatch("mlflow_s")
     tracker = tracker_for(cfg)
     round_run_id = tracker.start_round_run(parent_run_id, round_idx)
-    global_eval = {"macro_accuracy": float(evaluation["macro_accuracy"])}
-    for family, score in evaluation["families"].items():
-        global_eval[f"{family}/accuracy"] = float(score["accuracy"])
-        global_eval[f"{family}/mean_reward"] = float(score["mean_reward"])
-    tracker.log_round(parent_run_id, round_run_id, round_idx, rows, global_eval)
+    tracker.log_round(parent_run_id, round_run_id, round_idx, rows, _global_eval(evaluation))
     tracker.finish_run(round_run_id)
     return {"round_run_id": round_run_id, "timings": clock.result()}
+
+
+@task(name="log-initial-evaluation", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=3)
+def log_initial_evaluation_task(
+    cfg: ExperimentConfig, parent_run_id: str, evaluation: dict[str, Any]
+) -> Timings:
+    """The initial adapter's global evaluation as step 0 of the parent run's ``eval/*`` series."""
+    clock = Stopwatch("mlflow_s")
+    tracker_for(cfg).log_initial_evaluation(parent_run_id, _global_eval(evaluation))
+    return clock.result()
 
 
 @task(name="finish-tracking", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=3)

@@ -710,7 +710,8 @@ def test_round_below_quorum_fails_cleanly_through_the_flow(
     raw["clients"] = raw["clients"][:2]
     raw["clients"][0]["reward"] = "tests.fault_hooks.crashing_exact"
     raw["federation"] = {"rounds": 1, "min_clients": 2}
-    raw["tracking"] = {"enabled": False}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    raw["tracking"] = {"enabled": True, "tracking_uri": uri}
     cfg = parse_config(raw)
     store, ident = LocalStore(tmp_path / "store"), exchange.identity(cfg)
     # Execute
@@ -726,6 +727,15 @@ def test_round_below_quorum_fails_cleanly_through_the_flow(
     assert sha256_hex(store.get_bytes(manifest.adapter_key)) == manifest.sha256
     assert _same_adapter(exchange.read_global(store, ident, 0), round1.theta0)
     assert "not committed" in _artifact_markdown("tiny-quorum-round-0001")
+    # Assert: the MLflow parent run says FAILED instead of staying RUNNING.
+    from mlflow import MlflowClient
+
+    from fgrpo.tracking import MLFLOW_EXPERIMENT, ROLE_TAG
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.get_experiment_by_name(MLFLOW_EXPERIMENT).experiment_id
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'experiment'")
+    assert [r.info.status for r in runs] == ["FAILED"]
 
 
 @dataclass

@@ -116,6 +116,10 @@ def test_mlflow_holds_params_series_and_a_loadable_adapter(s3_run: dict[str, Any
     for client_id in ("owner-a", "owner-b", "owner-c"):
         history = client.get_metric_history(run.info.run_id, f"client/{client_id}/weight")
         assert sorted(m.step for m in history) == [1, 2]
+    # Assert: the global evaluation starts at step 0, the initial adapter, logged once.
+    macro = client.get_metric_history(run.info.run_id, "eval/macro_accuracy")
+    assert sorted(m.step for m in macro) == [0, 1, 2]
+    assert macro[0].value == pytest.approx(summary["initial_evaluation"]["macro_accuracy"])
     # Execute: the registered adapter loads with PeftModel.from_pretrained.
     versions = client.search_model_versions(f"name = 'fgrpo-{cfg.name}'")
     assert len(versions) == 2
@@ -192,6 +196,10 @@ def test_report_of_the_run_shows_its_rounds_and_registry(s3_run: dict[str, Any])
             start = f'<td class="text">{report["round"]}</td><td class="text">{row["client_id"]}</td>'
             assert f"{start}<td>yes</td><td>{row['n_k']}</td><td>{row['r_pre'] + 0.0:.4g}</td>" in page
     assert page.count('src="data:image/png;base64,') == 2
+    # Assert: the evaluation table starts at round 0, the initial adapter's accuracy.
+    initial = summary["initial_evaluation"]["macro_accuracy"]
+    row_0 = page.split('<tr><td class="text">0</td>')[1].split("</tr>")[0]
+    assert f"<td>{initial + 0.0:.4g}</td>" in row_0
     listed = ", ".join(f"{a} → v{v}" for a, v in sorted(aliases.items()))
     assert f"aliases: {listed}" in page
     assert '<td class="text">aggregation.strategy</td><td class="text">fgrpo</td>' in page
@@ -262,13 +270,15 @@ def test_pipeline_equals_the_bare_loop(s3_run: dict[str, Any]) -> None:
     s3, cfg, summary = s3_run["s3"], s3_run["cfg"], s3_run["summary"]
     last = summary["rounds"][-1]
     manifest = json.loads(
-        s3.get_object(Bucket="pipeline-test", Key=last["global_key"].replace("adapter.safetensors", "manifest.json"))[
-            "Body"
-        ].read()
+        s3.get_object(
+            Bucket="pipeline-test", Key=last["global_key"].replace("adapter.safetensors", "manifest.json")
+        )["Body"].read()
     )
     # Execute
     result = run_in_process(cfg, s3_run["out"] / "bare")
     # Assert: bit-identical final adapter, identical weights every round.
     assert hashlib.sha256(encode(result.final_adapter)).hexdigest() == manifest["sha256"]
     for record, report in zip(result.rounds, summary["rounds"], strict=True):
-        assert {r.client_id: r.weight for r in record.rows} == {r["client_id"]: r["weight"] for r in report["rows"]}
+        assert {r.client_id: r.weight for r in record.rows} == {
+            r["client_id"]: r["weight"] for r in report["rows"]
+        }
