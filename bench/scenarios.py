@@ -69,6 +69,11 @@ ABLATION_ARMS = (
     ),
     Arm("fgrpo:tau=0.5", "strategy", {"strategy": "fgrpo", "tau": 0.5}),
     Arm("fgrpo:tau=2", "strategy", {"strategy": "fgrpo", "tau": 2.0}),
+    Arm(
+        "fgrpo:scale_start=first_informative",
+        "strategy",
+        {"strategy": "fgrpo", "scale_start": "first_informative"},
+    ),
 )
 
 

@@ -1,8 +1,9 @@
 """Aggregation: client weights (fedavg, reward, fgrpo), the weighted delta sum, norm screening.
 
-Read next to SPEC §2. The FGRPO idea (weight clients by their relative performance gain against
-a personalised historical baseline) is from "FGRPO: Federated GRPO with Adaptive Aggregation on
-Non-IID Data" (arXiv 2606.03094); the exact formulas here are this project's design.
+Read next to SPEC §2; a client's gain and personal statistics are in gains.py. The FGRPO idea
+(weight clients by their relative performance gain against a personalised historical baseline)
+is from "FGRPO: Federated GRPO with Adaptive Aggregation on Non-IID Data" (arXiv 2606.03094);
+the exact formulas here are this project's design.
 
 Everything is a pure function: the server state goes in and a new one comes out.
 """
@@ -20,7 +21,8 @@ import torch
 from fgrpo_core.config import AggregationSettings
 from fgrpo_core.deltas import check_layout, delta_norm
 from fgrpo_core.errors import AggregationError, DeltaValidationError
-from fgrpo_core.types import Adapter, ClientHistory, ClientStats, ClientWeight, ServerState
+from fgrpo_core.gains import client_gain, updated_history
+from fgrpo_core.types import Adapter, ClientStats, ClientWeight, ServerState
 
 _SUM_TOLERANCE = 1e-9
 
@@ -33,64 +35,6 @@ def accumulation_error_factor(clients: int) -> float:
     ``|theta| + eta * sum_k w_k |delta_k|`` (every partial sum is below that).
     """
     return (3 * clients + 2) * 2.0**-24
-
-
-# --- personal statistics and gain (SPEC §2, "FGRPO weights") --------------------------------
-
-
-def observed_scale(stats: ClientStats, settings: AggregationSettings) -> float:
-    """This round's observation of the scale: stderr of the paired change, or the reward's std."""
-    if settings.gain_scale == "stderr":
-        return stats.sigma_diff / math.sqrt(stats.m)
-    return stats.sigma
-
-
-def scale_floor(stats: ClientStats, settings: AggregationSettings) -> float:
-    """scale_floor = scale_floor_frac * (reward_hi - reward_lo): a constant reward cannot divide by 0."""
-    reward_range = stats.reward_hi - stats.reward_lo
-    if reward_range <= 0:
-        raise AggregationError(
-            f"client {stats.client_id!r}: reward_hi ({stats.reward_hi}) must exceed "
-            f"reward_lo ({stats.reward_lo}); report the reward range of its task family"
-        )
-    return settings.scale_floor_frac * reward_range
-
-
-@dataclass(frozen=True)
-class Gain:
-    """One client's gain and the statistics it was computed from (all logged)."""
-
-    baseline: float  # b_k before this round's update
-    scale: float  # s_k used for the gain, floored
-    gain: float  # after the dead zone, before clipping
-
-
-def client_gain(stats: ClientStats, history: ClientHistory | None, settings: AggregationSettings) -> Gain:
-    """g_k = (r_post - ref) / max(s_k, floor), with s_k and b_k from BEFORE this round's update."""
-    baseline = stats.r_pre if history is None else history.baseline
-    previous_scale = observed_scale(stats, settings) if history is None else history.scale
-    scale = max(previous_scale, scale_floor(stats, settings))
-    reference = stats.r_pre if settings.gain_reference == "round_start" else baseline
-    raw_gain = (stats.r_post - reference) / scale
-    # Dead zone: |gain| below gain_deadzone is noise, i.e. no progress.
-    gain = math.copysign(max(0.0, abs(raw_gain) - settings.gain_deadzone), raw_gain)
-    return Gain(baseline=baseline, scale=scale, gain=gain)
-
-
-def updated_history(
-    stats: ClientStats, history: ClientHistory | None, settings: AggregationSettings
-) -> ClientHistory:
-    """b_k <- beta b_k + (1-beta) r_post; s_k <- beta s_k + (1-beta) obs (first round: b=r_pre, s=obs)."""
-    beta = settings.baseline_beta
-    observation = observed_scale(stats, settings)
-    baseline = stats.r_pre if history is None else history.baseline
-    scale = observation if history is None else history.scale
-    rounds_seen = 0 if history is None else history.rounds_seen
-    return ClientHistory(
-        baseline=beta * baseline + (1.0 - beta) * stats.r_post,
-        scale=beta * scale + (1.0 - beta) * observation,
-        rounds_seen=rounds_seen + 1,
-    )
 
 
 # --- weighting rules: one function each, dispatched by a plain dict --------------------------

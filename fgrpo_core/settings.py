@@ -205,6 +205,13 @@ class AggregationSettings(_Strict):
     scale_floor_frac: float = Field(
         1e-3, gt=0.0, description="scale_floor = this fraction of the client's reward range."
     )
+    scale_start: Literal["first_round", "first_informative"] = Field(
+        "first_round",
+        description="Where the EMA of s_k starts: at the client's first round ('first_round', SPEC "
+        "§2), or at its first round whose observed scale exceeds scale_floor ('first_informative': a "
+        "round in which no answer changed measures no noise level, so it neither seeds s_k at the "
+        "floor nor pulls s_k toward 0; until then the gain uses the round's own scale).",
+    )
     weight_cap: float = Field(
         1.0, gt=0.0, le=1.0, description="Maximum weight of one client (excess is redistributed)."
     )
