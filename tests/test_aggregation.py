@@ -239,13 +239,24 @@ def _affine(stats: ClientStats, a: float, c: float) -> ClientStats:
     a=st.one_of(st.just(10.0), st.floats(0.1, 100.0)),
     c=st.one_of(st.just(3.0), st.floats(-10.0, 10.0)),
     reference=st.sampled_from(["round_start", "history"]),
+    scale_start=st.sampled_from(["first_round", "first_informative"]),
+    silent_first=st.booleans(),
 )
 def test_affine_change_of_one_clients_rewards_keeps_its_gain_and_weight(
-    first: list[ClientStats], second: list[ClientStats], a: float, c: float, reference: str
+    first: list[ClientStats],
+    second: list[ClientStats],
+    a: float,
+    c: float,
+    reference: str,
+    scale_start: str,
+    silent_first: bool,
 ) -> None:
-    # Prepare: client c0 takes part in both rounds (the second uses its history)
+    # Prepare: client c0 takes part in both rounds (the second uses its history), maybe silent
+    # in the first (sigma_diff 0: no answer changed)
     scale = "stderr" if reference == "round_start" else "std"
-    cfg = AggregationSettings(gain_reference=reference, gain_scale=scale)  # type: ignore[arg-type]
+    cfg = AggregationSettings(gain_reference=reference, gain_scale=scale, scale_start=scale_start)  # type: ignore[arg-type]
+    if silent_first:
+        first = [first[0].model_copy(update={"sigma_diff": 0.0, "sigma": 0.0}), *first[1:]]
     state, moved_state = ServerState(), ServerState()
     for stats in (first, second):
         moved = [_affine(stats[0], a, c), *stats[1:]]
