@@ -32,18 +32,29 @@ from fgrpo_core.models import get_adapter, load_bundle  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA).")
+    parser.add_argument(
+        "--model-folder",
+        help="A Hugging Face folder to load instead of --model's weights (source 'local'), e.g. "
+        "SmolLM2's architecture with random weights from bench/device_kit.py.",
+    )
     parser.add_argument("--results-dir", default=str(REPO / "bench" / "results"))
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    raw = yaml.safe_load((REPO / "configs" / ("demo.yaml" if args.model == "smollm2" else "tiny.yaml")).read_text())
+    raw = yaml.safe_load(
+        (REPO / "configs" / ("demo.yaml" if args.model == "smollm2" else "tiny.yaml")).read_text()
+    )
     raw["grpo"] = {**raw["grpo"], "local_steps": args.steps, "device": args.device, "bf16": args.bf16}
     raw["model"]["cache_dir"] = str(REPO / ".cache" / "fgrpo" / "models")
+    if args.model_folder:
+        raw["model"] = {"source": "local", "path": args.model_folder, "revision": "random-weights"}
     raw["tracking"] = {"enabled": False}
     cfg = parse_config(raw)
 
@@ -64,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     n_params = sum(t.numel() for t in global_adapter.values())
     result = {
         "model": args.model,
+        "weights": "random" if args.model_folder else "trained",
+        "model_folder": args.model_folder,
         "device": str(bundle.device),
         "bf16": args.bf16,
         "torch_threads": __import__("torch").get_num_threads(),
@@ -84,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"step-time-{args.model}-{result['device']}.json"
+    tag = f"{args.model}{'-random' if args.model_folder else ''}-{result['device']}{'-bf16' if args.bf16 else ''}"
+    path = out / f"step-time-{tag}.json"
     path.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     print(f"wrote {path}")
