@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from bench import scenarios
+
 GOAL_MARGIN = 0.03  # FGRPO >= FedAvg + 3 points of macro accuracy
 GOAL_CENTRAL = 0.95  # FGRPO >= 0.95 x centralised
 
@@ -218,16 +220,22 @@ def write_page(data: dict[str, Any], page: Path, json_path: Path) -> Path:
     images = _plots(table, seeds, page.parent / "img", tag)
     rel_json = os.path.relpath(json_path, page.parent)
     b = data["budget"]
+    chosen = b.get("chosen") or scenarios.BUDGETS["quick" if data["quick"] else data["model"]].chosen
+    subset = data["scenarios"] != list(scenarios.SCENARIOS)
+    flags = (
+        f"{' --quick' if data['quick'] else ''}"
+        f"{' --scenarios ' + ' '.join(data['scenarios']) if subset else ''}"
+        f"{' --ablation' if any(':' in r['arm'] for r in data['runs']) else ''}"
+    )
     lines = [
         f"# Results: FGRPO against FedAvg, reward weighting and two references ({data['model']} model)",
         "",
-        f"Produced by `bench/convergence.py --model {data['model']}{' --quick' if data['quick'] else ''}"
-        f"{' --ablation' if any(':' in r['arm'] for r in data['runs']) else ''}` in "
+        f"Produced by `bench/convergence.py --model {data['model']}{flags}` in "
         f"{data['wall_time_s'] / 60:.1f} min on {data['machine']['cpus']} CPUs ({data['machine']['workers']} worker "
         f"processes); raw numbers: [`{json_path.name}`]({rel_json}).",
         f"Seeds {seeds} (evaluation); the budget ({b['rounds']} rounds × {b['local_steps']} local GRPO steps, "
-        f"{b['n_train']} training prompts per owner, {b['eval_per_family']} evaluation prompts per family) and the "
-        "learning rate were chosen on seed 0. FGRPO's constants are SPEC §2's defaults, not tuned.",
+        f"{b['n_train']} training prompts per owner, {b['eval_per_family']} evaluation prompts per family): "
+        f"{chosen}. FGRPO's constants are SPEC §2's defaults, not tuned.",
         "Cells are mean ± sample standard deviation over seeds after the last round; accuracy is greedy exact "
         "match on the global held-out set; rewards are each family's own reward. A verdict is a paired "
         "comparison over seeds: win or loss when the mean difference exceeds one standard deviation of the "
@@ -268,6 +276,7 @@ def write_page(data: dict[str, Any], page: Path, json_path: Path) -> Path:
         "- [Communication and aggregation throughput](../bench/results/comm.md) (`bench/comm.py`)",
         "- [Distributed against embedded](../bench/results/distributed.md) (`bench/distributed.py`)",
         "- Client trainer step time: `bench/results/step-time-*.json` (`bench/step_time.py`)",
+        "- Both model sizes: [tiny](results.md), [SmolLM2-135M](results-smollm2.md)",
         "- [Fault and attack suite](faults.md)",
         "",
     ]
