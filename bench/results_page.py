@@ -175,6 +175,7 @@ def _plots(table: dict[str, Any], seeds: list[int], img_dir: Path, tag: str) -> 
             ax.plot(x, curves.mean(0), marker="o", label=arm)
             ax.fill_between(x, curves.mean(0) - curves.std(0), curves.mean(0) + curves.std(0), alpha=0.12)
         ax.set_title(scenario)
+        ax.set_xticks(x)  # rounds are whole numbers
         ax.set_xlabel("round")
         ax.set_ylabel("macro accuracy")
         ax.legend(fontsize=6)
@@ -203,6 +204,8 @@ def _plots(table: dict[str, Any], seeds: list[int], img_dir: Path, tag: str) -> 
                 )
                 axes[row][col].set_ylabel(f"FGRPO {field}")
         axes[0][col].set_title(scenario)
+        for row in (0, 1):
+            axes[row][col].set_xticks(np.arange(1, series.shape[1] + 1))
         axes[1][col].set_xlabel("round")
         axes[0][col].legend(fontsize=7)
     fig.tight_layout()
