@@ -4,11 +4,12 @@
     .venv/bin/python bench/convergence.py --ablation          # plus FGRPO's option ablation
     .venv/bin/python bench/convergence.py --quick             # CI form: 1 seed, 2 rounds
     .venv/bin/python bench/convergence.py --model smollm2     # the demo model (hours on a CPU)
+    .venv/bin/python bench/convergence.py --model smollm2 --scenarios disjoint   # ~1.5 h on 2 cores
 
-Writes bench/results/convergence-<model>.json, docs/results.md (tables, goals) and PNG plots in
+Writes bench/results/convergence-<model>.json, docs/results[-smollm2].md (tables, goals), PNG plots in
 docs/img/. Runs are spread over worker processes (one torch thread each); every run of a
 scenario uses the same seeds and the same owners, so differences are the arm's alone.
-Evaluation seeds are 1, 2, 3; the benchmark's budget and learning rate were chosen on seed 0.
+Evaluation seeds are 1, 2, 3; how each model's budget was chosen is in scenarios.BUDGETS.
 """
 
 from __future__ import annotations
@@ -148,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work-dir", default=str(REPO / "runs" / "bench"))
     parser.add_argument("--results-dir", default=str(REPO / "bench" / "results"))
-    parser.add_argument("--docs", default=str(REPO / "docs" / "results.md"), help="Results page ('' = none).")
+    parser.add_argument(
+        "--docs",
+        help="Results page ('' = none); default docs/results.md (tiny), docs/results-smollm2.md (smollm2).",
+    )
     args = parser.parse_args(argv)
     for key, value in {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
         os.environ.setdefault(key, value)
@@ -162,8 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     json_path = results_dir / f"convergence-{suffix}.json"
     json_path.write_text(json.dumps(data, indent=1, sort_keys=True))
     print(f"wrote {json_path} ({data['wall_time_s']:.0f} s)")
-    if args.docs:
-        page = write_page(data, Path(args.docs), json_path)
+    docs = args.docs
+    if docs is None:
+        docs = str(REPO / "docs" / ("results.md" if args.model == "tiny" else f"results-{args.model}.md"))
+    if docs:
+        page = write_page(data, Path(docs), json_path)
         print(f"wrote {page}")
     return 0
 
