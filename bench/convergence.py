@@ -84,12 +84,15 @@ def plan(
     names: list[str],
     ablation: bool,
     out: Path,
+    only_arms: list[str] | None = None,
 ) -> list[tuple[str, str, str, int, dict[str, Any], str]]:
-    """Every job of the run, longest first so that the pool ends together."""
+    """Every job of the run (of ``only_arms`` when given), longest first so the pool ends together."""
     cache = str(out / "model-cache")
     jobs = []
     for scenario in names:
         for arm in scenarios.arms_for(scenario, references=True, ablation=ablation):
+            if only_arms and arm.name not in only_arms:
+                continue
             for seed in seeds:
                 raw = scenarios.with_arm(
                     scenarios.base_config(scenario, model, budget, seed, cache, str(out / "runs")), arm
@@ -103,7 +106,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     seeds = [1] if args.quick else list(args.seeds)
     names = list(args.scenarios) if args.scenarios else list(scenarios.SCENARIOS)
     out = Path(args.work_dir)
-    jobs = plan(args.model, budget, seeds, names, args.ablation, out)
+    jobs = plan(args.model, budget, seeds, names, args.ablation, out, args.arms)
+    if not jobs:
+        raise SystemExit(f"no arm named {args.arms} in {names} (with --ablation for FGRPO's options)")
     started = time.perf_counter()
     warm_s = _warm_cache(jobs[0][4])
     results: list[dict[str, Any]] = []
@@ -145,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(EVAL_SEEDS))
     parser.add_argument("--scenarios", nargs="+", choices=scenarios.SCENARIOS)
     parser.add_argument("--ablation", action="store_true", help="Also run FGRPO's option ablation.")
+    parser.add_argument(
+        "--arms", nargs="+", help="Run only these arms (e.g. 'fgrpo:tau=2' with --ablation), to add to a run."
+    )
     parser.add_argument("--quick", action="store_true", help="CI form: 1 seed, the quick budget.")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work-dir", default=str(REPO / "runs" / "bench"))
