@@ -93,3 +93,18 @@ def test_verdict_is_a_paired_comparison() -> None:
     assert (label, mean, sd) == ("win", pytest.approx(diff.mean()), pytest.approx(diff.std(ddof=1)))
     assert verdict(b, a)[0] == "loss"
     assert verdict([0.5, 0.4], [0.45, 0.45])[0] == "tie"
+
+
+def test_arms_filter_plans_only_the_named_arms_on_every_seed(tmp_path: Any) -> None:
+    # Prepare
+    budget = scenarios.BUDGETS["quick"]
+    name = "fgrpo:scale_start=first_informative"
+    # Execute
+    jobs = convergence.plan("tiny", budget, [1, 2], ["disjoint", "loud"], True, tmp_path, [name])
+    everything = convergence.plan("tiny", budget, [1, 2], ["disjoint", "loud"], True, tmp_path)
+    # Assert: the named arm's jobs, identical to the same jobs of the full plan
+    assert {(j[0], j[1], j[3]) for j in jobs} == {
+        (s, name, seed) for s in ("disjoint", "loud") for seed in (1, 2)
+    }
+    assert all(job in everything for job in jobs)
+    assert jobs[0][4]["aggregation"]["scale_start"] == "first_informative"
