@@ -225,17 +225,24 @@ def write_page(data: dict[str, Any], page: Path, json_path: Path) -> Path:
     b = data["budget"]
     chosen = b.get("chosen") or scenarios.BUDGETS["quick" if data["quick"] else data["model"]].chosen
     subset = data["scenarios"] != list(scenarios.SCENARIOS)
+    added = data.get("added_runs", [])  # arms run later with --arms and merged into this JSON
+    added_arms = {arm for extra in added for arm in extra["arms"]}
     flags = (
         f"{' --quick' if data['quick'] else ''}"
         f"{' --scenarios ' + ' '.join(data['scenarios']) if subset else ''}"
-        f"{' --ablation' if any(':' in r['arm'] for r in data['runs']) else ''}"
+        f"{' --ablation' if any(':' in r['arm'] for r in data['runs'] if r['arm'] not in added_arms) else ''}"
+    )
+    later = "".join(
+        f" Added later: `--ablation --arms {' '.join(extra['arms'])}` ({extra['wall_time_s'] / 60:.1f} min; "
+        f"{extra['note']})."
+        for extra in added
     )
     lines = [
         f"# Results: FGRPO against FedAvg, reward weighting and two references ({data['model']} model)",
         "",
         f"Produced by `bench/convergence.py --model {data['model']}{flags}` in "
         f"{data['wall_time_s'] / 60:.1f} min on {data['machine']['cpus']} CPUs ({data['machine']['workers']} worker "
-        f"processes); raw numbers: [`{json_path.name}`]({rel_json}).",
+        f"processes); raw numbers: [`{json_path.name}`]({rel_json}).{later}",
         f"Seeds {seeds} (evaluation); the budget ({b['rounds']} rounds × {b['local_steps']} local GRPO steps, "
         f"{b['n_train']} training prompts per owner, {b['eval_per_family']} evaluation prompts per family): "
         f"{chosen}. FGRPO's constants are SPEC §2's defaults, not tuned.",
