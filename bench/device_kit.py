@@ -16,6 +16,7 @@ weights, so it times the trainer but says nothing about learning. bench/gpu_chec
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import subprocess
@@ -117,8 +118,6 @@ def random_model(source: Path, out: Path, seed: int) -> None:
 
 def summary(results: Path) -> str:
     """Markdown table of the step-time JSONs in ``results``: seconds a step and CPU / device ratio."""
-    import json
-
     rows = [json.loads(p.read_text()) for p in sorted(results.glob("step-time-*.json"))]
     cpu = {(r["model"], r.get("weights")): r["s_per_step_after_first"] for r in rows if r["device"] == "cpu"}
     lines = [

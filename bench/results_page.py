@@ -188,6 +188,7 @@ def _plots(table: dict[str, Any], seeds: list[int], img_dir: Path, tag: str) -> 
     for col, scenario in enumerate(names):
         by_seed = table[scenario]["fgrpo"]
         owners = sorted({r["client_id"] for r in by_seed[seeds[0]]["rounds"][0]["rows"]})
+        rounds = np.arange(1, len(by_seed[seeds[0]]["rounds"]) + 1)
         for owner in owners:
             for row, field in ((0, "gain"), (1, "weight")):
                 series = np.asarray(
@@ -199,13 +200,11 @@ def _plots(table: dict[str, Any], seeds: list[int], img_dir: Path, tag: str) -> 
                         for s in seeds
                     ]
                 )
-                axes[row][col].plot(
-                    np.arange(1, series.shape[1] + 1), series.mean(0), marker="o", label=owner
-                )
+                axes[row][col].plot(rounds, series.mean(0), marker="o", label=owner)
                 axes[row][col].set_ylabel(f"FGRPO {field}")
         axes[0][col].set_title(scenario)
         for row in (0, 1):
-            axes[row][col].set_xticks(np.arange(1, series.shape[1] + 1))
+            axes[row][col].set_xticks(rounds)
         axes[1][col].set_xlabel("round")
         axes[0][col].legend(fontsize=7)
     fig.tight_layout()

@@ -43,10 +43,8 @@ class Gain:
     gain: float  # after the dead zone, before clipping
 
 
-def _has_scale(history: ClientHistory | None, stats: ClientStats, settings: AggregationSettings) -> bool:
-    """Whether s_k has been measured: any history, or with 'first_informative' one above the floor."""
-    if history is None:
-        return False
+def _has_scale(history: ClientHistory, stats: ClientStats, settings: AggregationSettings) -> bool:
+    """Whether the history's s_k is a measurement: always, or with 'first_informative' above the floor."""
     if settings.scale_start == "first_round":
         return True
     return history.scale > scale_floor(stats, settings)

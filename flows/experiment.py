@@ -38,10 +38,15 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
         tracking = start_tracking_task(cfg)
         parts.append(tracking["timings"])
         parent_run_id = tracking["run_id"]
-    initial = evaluate_task(cfg, 0)
-    parts.append(initial.pop("timings"))
-    # Round 0 (the initial adapter) is kept like any round, so reports and plots start from it.
-    write_report_task(cfg, 0, {"round": 0, "rows": [], "evaluation": initial})
+    # Round 0 (the initial adapter) is kept like any round, so reports and plots start from it;
+    # a resumed experiment reads it back instead of evaluating theta_0 again.
+    stored = read_reports_task(cfg, [0])
+    if stored:
+        initial = stored[0]["evaluation"]
+    else:
+        initial = evaluate_task(cfg, 0)
+        parts.append(initial.pop("timings"))
+        write_report_task(cfg, 0, {"round": 0, "rows": [], "evaluation": initial})
     if parent_run_id is not None:
         parts.append(log_initial_evaluation_task(cfg, parent_run_id, initial))
     run_round = federated_round.with_options(

@@ -50,9 +50,8 @@ def s3_endpoint() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture
-def s3_env(monkeypatch: pytest.MonkeyPatch, s3_endpoint: str) -> S3Env:
-    """Test credentials and FGRPO_S3_ENDPOINT_URL in the environment, plus a fresh bucket."""
+def point_aws_env_at(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+    """Test credentials, TEST_REGION and FGRPO_S3_ENDPOINT_URL=endpoint in the environment."""
     # Nothing from the developer's own AWS set-up may leak into a test.
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
@@ -62,7 +61,13 @@ def s3_env(monkeypatch: pytest.MonkeyPatch, s3_endpoint: str) -> S3Env:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", TEST_REGION)
-    monkeypatch.setenv("FGRPO_S3_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("FGRPO_S3_ENDPOINT_URL", endpoint)
+
+
+@pytest.fixture
+def s3_env(monkeypatch: pytest.MonkeyPatch, s3_endpoint: str) -> S3Env:
+    """Test credentials and FGRPO_S3_ENDPOINT_URL in the environment, plus a fresh bucket."""
+    point_aws_env_at(monkeypatch, s3_endpoint)
     bucket = f"fgrpo-test-{next(_bucket_numbers):04d}"
     s3_client(s3_endpoint, TEST_REGION).create_bucket(Bucket=bucket)
     return S3Env(endpoint_url=s3_endpoint, region=TEST_REGION, bucket=bucket)

@@ -55,6 +55,7 @@ from fgrpo_core.tasks import get_family
 from fgrpo_core.types import Adapter, ClientStats, GlobalEval, RoundRow, ServerState
 from tests import fault_hooks
 from tests.conftest import tiny_config
+from tests.s3_server import TEST_REGION, point_aws_env_at
 
 pytestmark = [pytest.mark.slow]
 
@@ -778,15 +779,8 @@ def flaky_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[FlakyS3]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     flaky = FlakyS3(port=int(server.get_host_and_port()[1]), server=server)
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("FGRPO_S3_ENDPOINT_URL", flaky.endpoint)
-    s3_client(flaky.endpoint, "us-east-1").create_bucket(Bucket="fgrpo-flaky")
+    point_aws_env_at(monkeypatch, flaky.endpoint)
+    s3_client(flaky.endpoint, TEST_REGION).create_bucket(Bucket="fgrpo-flaky")
     try:
         yield flaky
     finally:

@@ -215,6 +215,8 @@ def test_a_second_run_resumes_and_changes_nothing(s3_run: dict[str, Any], prefec
     assert result.exit_code == 0, result.output
     again = json.loads(result.stdout)
     assert again["resumed_from_round"] == 2
+    # Round 0's evaluation comes back from its stored report, identical.
+    assert again["initial_evaluation"] == s3_run["summary"]["initial_evaluation"]
     assert [r["global_key"] for r in again["rounds"]] == [
         r["global_key"] for r in s3_run["summary"]["rounds"]
     ]
