@@ -1,16 +1,20 @@
 """The LoRA adapter on a frozen base model: wrap with PEFT, move adapters in and out, prompt, save.
 
 The base model (``base_models.py``) is frozen and identical on every client; only the LoRA adapter
-(PEFT state-dict names -> tensors, see ``types.Adapter``) changes. Global RNG state is never
-touched here: the adapter initialisation runs inside ``torch.random.fork_rng``.
+(PEFT state-dict names -> tensors, see ``types.Adapter``) changes. The initial adapter is drawn from
+a private ``torch.Generator`` seeded with ``lora.init_seed``, never from the process-wide RNG: clients
+training in other threads of the same process draw from that one, and a draw of theirs between two
+of PEFT's would change theta_0 (seen in CI: a bundle built while another client trained carried a
+different initial adapter into a later experiment).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import peft
 import torch
@@ -55,16 +59,45 @@ def build_peft_model(base: PreTrainedModel, lora: LoraSettings) -> peft.PeftMode
         task_type="CAUSAL_LM",
     )
     devices = [base.device.index or 0] if base.device.type == "cuda" else []
-    # PEFT draws lora_A from the global torch RNG: seed a forked copy so that every client builds
-    # the same initial adapter and the caller's RNG stream is left as it was.
+    # PEFT draws the new layers' weights from the global RNG; those draws are replaced below, and
+    # the fork leaves the caller's own RNG stream as it was.
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(lora.init_seed)
         model = peft.get_peft_model(base, config)
+    _seed_lora_weights(model, lora.init_seed)
     if lora.freeze_a:
         for name, param in model.named_parameters():
             if ".lora_A." in name:
                 param.requires_grad_(False)
     return model
+
+
+def _seed_lora_weights(model: peft.PeftModel, seed: int) -> None:
+    """Set every LoRA layer to PEFT's default initialisation, drawn from ``Generator(seed)``.
+
+    The draws replay PEFT's own sequence under ``torch.manual_seed(seed)`` (per LoRA layer, in
+    module order: ``nn.Linear`` initialises A and B, then ``reset_lora_parameters`` draws A again
+    with kaiming-uniform and zeroes B), so theta_0 is bit-identical to what earlier versions and
+    results used; ``tests/test_models.py`` pins this against PEFT itself.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if not isinstance(module, peft.tuners.lora.LoraLayer):
+                continue
+            for name in module.lora_A:
+                a = cast(torch.nn.Linear, module.lora_A[name]).weight
+                b = cast(torch.nn.Linear, module.lora_B[name]).weight
+                _linear_init(a.shape, generator)  # nn.Linear(in, r): discarded by PEFT
+                _linear_init(b.shape, generator)  # nn.Linear(r, out): zeroed by PEFT
+                a.copy_(_linear_init(a.shape, generator))
+                b.zero_()
+
+
+def _linear_init(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+    """``nn.Linear``'s weight initialisation (kaiming-uniform, a=sqrt(5)) from ``generator``."""
+    weight = torch.empty(shape)
+    torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
+    return weight
 
 
 def load_bundle(cfg: ExperimentConfig, device: str | None = None) -> ModelBundle:

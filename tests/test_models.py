@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import peft
 import pytest
@@ -46,7 +47,9 @@ def _logits(model: torch.nn.Module, text: str) -> torch.Tensor:
         return model(input_ids=ids).logits
 
 
-def test_tiny_model_builds_offline_reloads_from_cache_and_is_intermediate(tiny_settings: ModelSettings) -> None:
+def test_tiny_model_builds_offline_reloads_from_cache_and_is_intermediate(
+    tiny_settings: ModelSettings,
+) -> None:
     # Prepare / Execute: the first call warms up and caches, the second reads the cache.
     first, tokenizer = load_base_model(tiny_settings, FAMILIES)
     cached = list(Path(tiny_settings.cache_dir).glob(f"{tiny_settings.model_id}-*"))
@@ -60,7 +63,9 @@ def test_tiny_model_builds_offline_reloads_from_cache_and_is_intermediate(tiny_s
     assert reloaded_tokenizer.decode(reloaded_tokenizer.encode("12+3=15\n")) == "12+3=15\n"
     assert not any(p.requires_grad for p in second.parameters())
     # Assert: greedy accuracy is neither 0 nor 1, so GRPO groups are not all equal.
-    bundle = ModelBundle(build_peft_model(second, LoraSettings()), reloaded_tokenizer, False, "t", torch.device("cpu"))
+    bundle = ModelBundle(
+        build_peft_model(second, LoraSettings()), reloaded_tokenizer, False, "t", torch.device("cpu")
+    )
     examples = [ex for f in FAMILIES for ex in generate_examples(f, 50, random.Random(5))]
     accuracy = evaluate(bundle, examples, exact, EvaluationSettings()).accuracy
     assert 0.1 <= accuracy <= 0.7, accuracy  # measured 0.22 (add1 0.18, mul1 0.26)
@@ -100,6 +105,42 @@ def test_build_peft_model_is_seeded_and_leaves_the_global_rng_alone(tiny_setting
     assert any(not torch.equal(adapter_a[k], other[k]) for k in a_keys)
     assert all(not adapter_a[k].any() for k in b_keys)  # PEFT starts B at zero: B·A = 0
     assert all(v.dtype == torch.float32 and v.device.type == "cpu" for v in adapter_a.values())
+
+
+def test_initial_adapter_replays_peft_own_seeded_initialisation(tiny_settings: ModelSettings) -> None:
+    # Prepare: PEFT's own initialisation under a clean global seed (what earlier versions used, and
+    # what every committed benchmark result started from).
+    lora = LoraSettings(r=4, init_seed=11)
+    config = peft.LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules)
+    )
+    torch.manual_seed(lora.init_seed)
+    reference = get_adapter(peft.get_peft_model(load_base_model(tiny_settings, FAMILIES)[0], config))
+    # Execute
+    adapter = get_adapter(build_peft_model(load_base_model(tiny_settings, FAMILIES)[0], lora))
+    # Assert: bit-identical; if a PEFT upgrade changes its draw order, this names it.
+    assert adapter.keys() == reference.keys()
+    assert all(torch.equal(adapter[k], reference[k]) for k in adapter)
+
+
+def test_initial_adapter_ignores_draws_from_the_global_rng_during_its_build(
+    tiny_settings: ModelSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: the adapter built undisturbed; then every weight initialisation is preceded by a
+    # draw from the global RNG, as when another client trains in a thread of the same process.
+    lora = LoraSettings(r=4, init_seed=5)
+    undisturbed = get_adapter(build_peft_model(load_base_model(tiny_settings, FAMILIES)[0], lora))
+    kaiming = torch.nn.init.kaiming_uniform_
+
+    def after_another_threads_draw(*args: Any, **kwargs: Any) -> torch.Tensor:
+        torch.rand(3)
+        return kaiming(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.init, "kaiming_uniform_", after_another_threads_draw)
+    # Execute
+    disturbed = get_adapter(build_peft_model(load_base_model(tiny_settings, FAMILIES)[0], lora))
+    # Assert
+    assert all(torch.equal(disturbed[k], undisturbed[k]) for k in undisturbed)
 
 
 def test_freeze_a_makes_lora_a_non_trainable(tiny_settings: ModelSettings) -> None:
