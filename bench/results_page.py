@@ -223,17 +223,24 @@ def write_page(data: dict[str, Any], page: Path, json_path: Path) -> Path:
     rel_json = os.path.relpath(json_path, page.parent)
     b = data["budget"]
     chosen = b.get("chosen") or scenarios.BUDGETS["quick" if data["quick"] else data["model"]].chosen
-    subset = data["scenarios"] != list(scenarios.SCENARIOS)
-    added = data.get("added_runs", [])  # arms run later with --arms and merged into this JSON
-    added_arms = {arm for extra in added for arm in extra["arms"]}
+    # Runs of later commands merged into this JSON (bench/merge_results.py): more arms or scenarios.
+    added = data.get("added_runs", [])
+    added_runs = {
+        (s, arm)
+        for extra in added
+        for s in extra.get("scenarios", data["scenarios"])
+        for arm in extra["arms"]
+    }
+    first_runs = [r for r in data["runs"] if (r["scenario"], r["arm"]) not in added_runs]
+    first_scenarios = [s for s in data["scenarios"] if any(r["scenario"] == s for r in first_runs)]
     flags = (
         f"{' --quick' if data['quick'] else ''}"
-        f"{' --scenarios ' + ' '.join(data['scenarios']) if subset else ''}"
-        f"{' --ablation' if any(':' in r['arm'] for r in data['runs'] if r['arm'] not in added_arms) else ''}"
+        f"{' --scenarios ' + ' '.join(first_scenarios) if first_scenarios != list(scenarios.SCENARIOS) else ''}"
+        f"{' --ablation' if any(':' in r['arm'] for r in first_runs) else ''}"
     )
     later = "".join(
-        f" Added later: `--ablation --arms {' '.join(extra['arms'])}` ({extra['wall_time_s'] / 60:.1f} min; "
-        f"{extra['note']})."
+        f" Added later: `{extra.get('flags') or '--ablation --arms ' + ' '.join(extra['arms'])}` "
+        f"({extra['wall_time_s'] / 60:.1f} min; {extra['note']})."
         for extra in added
     )
     lines = [

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from bench import convergence, scenarios
+from bench import convergence, merge_results, scenarios
 from bench.results_page import verdict
 
 pytestmark = [pytest.mark.slow]
@@ -108,3 +109,55 @@ def test_arms_filter_plans_only_the_named_arms_on_every_seed(tmp_path: Any) -> N
     }
     assert all(job in everything for job in jobs)
     assert jobs[0][4]["aggregation"]["scale_start"] == "first_informative"
+
+
+def _only(data: dict[str, Any], scenario: str) -> dict[str, Any]:
+    return {
+        **data,
+        "scenarios": [scenario],
+        "runs": [r for r in data["runs"] if r["scenario"] == scenario],
+        "configs": {k: v for k, v in data["configs"].items() if k.startswith(f"{scenario}/")},
+    }
+
+
+def test_a_later_scenario_merges_into_one_json_and_page(quick: dict[str, Any], tmp_path: Path) -> None:
+    # Prepare: the quick run split as if its two scenarios had been run by two commands.
+    data = quick["data"]
+    first, later = tmp_path / "first.json", tmp_path / "later.json"
+    first.write_text(json.dumps(_only(data, "disjoint")))
+    later.write_text(json.dumps({**_only(data, "harmful"), "wall_time_s": 60.0}))
+    page = tmp_path / "docs" / "results.md"
+    # Execute
+    code = merge_results.main(
+        [
+            str(later),
+            str(first),
+            "--flags",
+            "--quick --scenarios harmful",
+            "--note",
+            "at commit abc",
+            "--docs",
+            str(page),
+        ]
+    )
+    merged = json.loads(first.read_text())
+    # Assert: every run once, scenarios in the benchmark's order, the later command on the page.
+    assert code == 0
+    assert sorted(map(merge_results._key, merged["runs"])) == sorted(map(merge_results._key, data["runs"]))
+    assert merged["scenarios"] == ["disjoint", "harmful"] and merged["configs"] == data["configs"]
+    text = page.read_text()
+    assert "--quick --scenarios disjoint` in" in text
+    assert "Added later: `--quick --scenarios harmful` (1.0 min; at commit abc)." in text
+    assert "## disjoint" in text and "## harmful" in text
+
+
+def test_merge_refuses_repeated_runs_and_other_settings(quick: dict[str, Any]) -> None:
+    # Prepare
+    data = quick["data"]
+    disjoint, harmful = _only(data, "disjoint"), _only(data, "harmful")
+    # Execute / Assert: nothing is overwritten; a different budget cannot share the table.
+    with pytest.raises(merge_results.MergeError, match=r"already in the results .*'disjoint', 'fgrpo', 1"):
+        merge_results.merge(disjoint, disjoint, "", "")
+    other = {**harmful, "budget": {**harmful["budget"], "rounds": 9}}
+    with pytest.raises(merge_results.MergeError, match="budget differs"):
+        merge_results.merge(disjoint, other, "", "")
