@@ -15,27 +15,30 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fgrpo import layout
+from fgrpo.processes import (
+    HOST,
+    READY_TIMEOUT_S,
+    Component,
+    StackError,
+    free_port,
+    is_alive,
+    spawn,
+    stop,
+    tail,
+    wait_http,
+)
+from fgrpo.s3_access import provision_minio, provision_moto
 from fgrpo.store import ENDPOINT_ENV
 from fgrpo_core.config import ExperimentConfig
-from fgrpo_core.errors import FgrpoError
 
-HOST = "127.0.0.1"
 REPO_DIR = Path(__file__).resolve().parents[1]
 STATE_FILE = "stack.json"
-STOP_GRACE_S = 10.0
-READY_TIMEOUT_S = 180.0
 # Inherited variables a worker must not see: the coordinator's credentials and endpoints.
 _PRIVATE_PREFIXES = ("AWS_", "PREFECT_", "MLFLOW_", "FGRPO_")
 _QUIET = {
@@ -49,149 +52,6 @@ _QUIET = {
 }
 
 
-class StackError(FgrpoError):
-    """The local stack cannot be started, stopped or read; the message says what to fix."""
-
-
-@dataclass
-class Component:
-    """One process started by `up`."""
-
-    name: str
-    pid: int
-    start_ticks: int  # process start time from /proc: guards against a reused pid
-    url: str
-    log: str
-
-
-# --- processes -------------------------------------------------------------------------------
-
-
-def _start_ticks(pid: int) -> int:
-    """Start time of `pid` in clock ticks since boot (0 where /proc is missing)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return -1
-    except OSError:
-        return 0
-    # The command name is in parentheses and may hold spaces: split after the last ')'.
-    return int(stat.rpartition(")")[2].split()[19])
-
-
-def _running(pid: int) -> bool:
-    """Whether `pid` exists and is not a zombie (a zombie of ours is reaped here)."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # only succeeds for our own children (e.g. `up` in-process)
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
-    return fields[0] != "Z"
-
-
-def is_alive(comp: Component) -> bool:
-    """Whether the process `up` started still runs (same pid and same start time)."""
-    ticks = _start_ticks(comp.pid)
-    if ticks == -1:
-        return False
-    if ticks != 0 and ticks != comp.start_ticks:
-        return False  # the pid was reused by another process
-    return _running(comp.pid)
-
-
-def _descendants(pid: int) -> list[int]:
-    """Pids of `pid`'s children, grandchildren, ... (a worker's flow runs, uvicorn workers)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = entry.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found.extend(kids)
-        todo.extend(kids)
-    return found
-
-
-def _signal_all(pids: list[int], sig: signal.Signals) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
-def stop(comp: Component, grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM the component's process group and descendants, then SIGKILL what remains."""
-    if not is_alive(comp):
-        return
-    family = [comp.pid, *_descendants(comp.pid)]
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(comp.pid, signal.SIGTERM)  # started with its own session: pgid == pid
-    _signal_all(family, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(_running(p) for p in family):
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(comp.pid, signal.SIGKILL)
-    _signal_all(family, signal.SIGKILL)
-
-
-def _spawn(name: str, cmd: list[str], env: dict[str, str], stack_dir: Path, url: str) -> Component:
-    log = stack_dir / "logs" / f"{name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=stack_dir,
-            start_new_session=True,
-        )
-    comp = Component(name=name, pid=proc.pid, start_ticks=_start_ticks(proc.pid), url=url, log=str(log))
-    pid_file = stack_dir / "pids" / f"{name}.pid"
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
-    pid_file.write_text(f"{proc.pid}\n")
-    return comp
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_http(comp: Component, url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not is_alive(comp):
-            raise StackError(f"{comp.name} exited while starting; see its log {comp.log}:\n{_tail(comp.log)}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status < 500:
-                    return
-        except urllib.error.HTTPError as err:
-            if err.code < 500:
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise StackError(f"{comp.name} not ready at {url} after {timeout_s:.0f} s; see {comp.log}")
-
-
-def _tail(path: str, lines: int = 20) -> str:
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def _base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
     env.update(_QUIET)
@@ -202,123 +62,6 @@ def _base_env() -> dict[str, str]:
         AWS_EC2_METADATA_DISABLED="true",
     )
     return env
-
-
-# --- S3: bucket and per-owner credentials --------------------------------------------------------
-
-
-def owner_policy(bucket: str, prefix: str, experiment: str, owner: str) -> dict[str, Any]:
-    """IAM policy of one data owner: write only under its clients/<owner>/ prefix, read global/."""
-    own = layout.client_prefix(prefix, experiment, owner)
-    glob = layout.global_prefix(prefix, experiment)
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "ReadGlobal",
-                "Effect": "Allow",
-                "Action": ["s3:GetObject"],
-                "Resource": [f"arn:aws:s3:::{bucket}/{glob}*"],
-            },
-            {
-                "Sid": "WriteOwnPrefix",
-                "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:PutObject"],
-                "Resource": [f"arn:aws:s3:::{bucket}/{own}*"],
-            },
-            # Listing its own and the global prefix lets a HEAD on a missing key answer 404
-            # (not 403) on AWS and MinIO.
-            {
-                "Sid": "ListOwnAndGlobal",
-                "Effect": "Allow",
-                "Action": ["s3:ListBucket"],
-                "Resource": [f"arn:aws:s3:::{bucket}"],
-                "Condition": {"StringLike": {"s3:prefix": [f"{own}*", f"{glob}*"]}},
-            },
-        ],
-    }
-
-
-def coordinator_policy(bucket: str) -> dict[str, Any]:
-    """The coordinator reads every delta and writes global adapters and state."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": ["s3:*"],
-                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
-            }
-        ],
-    }
-
-
-def _boto(service: str, endpoint: str, region: str, key: tuple[str, str]) -> Any:
-    import boto3
-    import botocore.config
-
-    session = boto3.session.Session(aws_access_key_id=key[0], aws_secret_access_key=key[1])
-    config = botocore.config.Config(s3={"addressing_style": "path"})
-    return session.client(service, endpoint_url=endpoint, region_name=region, config=config)  # type: ignore[call-overload]
-
-
-def _provision_moto(endpoint: str, cfg: ExperimentConfig) -> dict[str, tuple[str, str]]:
-    """Bucket, one IAM user per owner plus the coordinator, then moto enforces the policies."""
-    boot = ("stack-bootstrap", "stack-bootstrap")  # accepted while moto does not check auth
-    s3 = _boto("s3", endpoint, cfg.store.region, boot)
-    if cfg.store.bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
-        s3.create_bucket(Bucket=cfg.store.bucket)
-    iam = _boto("iam", endpoint, cfg.store.region, boot)
-    users = {"coordinator": coordinator_policy(cfg.store.bucket)}
-    for spec in cfg.clients:
-        users[spec.id] = owner_policy(cfg.store.bucket, cfg.store.prefix, cfg.name, spec.id)
-    keys: dict[str, tuple[str, str]] = {}
-    for user, policy in users.items():
-        iam.create_user(UserName=f"fgrpo-{user}")
-        iam.put_user_policy(UserName=f"fgrpo-{user}", PolicyName="fgrpo", PolicyDocument=json.dumps(policy))
-        key = iam.create_access_key(UserName=f"fgrpo-{user}")["AccessKey"]
-        keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
-    # From now on every request needs a key above and is checked against its policy.
-    request = urllib.request.Request(
-        f"{endpoint}/moto-api/reset-auth", data=b"0", headers={"Content-Type": "text/plain"}, method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=5):
-        pass
-    return keys
-
-
-def _provision_minio(
-    endpoint: str, cfg: ExperimentConfig, root: tuple[str, str], stack_dir: Path
-) -> dict[str, tuple[str, str]]:
-    """Bucket, and with `mc` on PATH one MinIO user per owner; without `mc` owners share root."""
-    s3 = _boto("s3", endpoint, cfg.store.region, root)
-    if cfg.store.bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
-        s3.create_bucket(Bucket=cfg.store.bucket)
-    keys = {"coordinator": root}
-    mc = shutil.which("mc")
-    if mc is None:
-        print(
-            "warning: no `mc` on PATH: owners share the root credentials; only the coordinator's "
-            "manifest check guards the owners' prefixes",
-            file=sys.stderr,
-        )
-        return keys | {spec.id: root for spec in cfg.clients}
-    env = {**os.environ, "MC_CONFIG_DIR": str(stack_dir / "mc")}
-
-    def run(*args: str) -> None:
-        subprocess.run([mc, *args], env=env, check=True, capture_output=True)
-
-    run("alias", "set", "stack", endpoint, *root)
-    for spec in cfg.clients:
-        policy_file = stack_dir / "credentials" / f"owner-{spec.id}.json"
-        policy_file.write_text(
-            json.dumps(owner_policy(cfg.store.bucket, cfg.store.prefix, cfg.name, spec.id))
-        )
-        keys[spec.id] = (f"owner-{spec.id}", secrets.token_urlsafe(24))
-        run("admin", "policy", "create", "stack", f"owner-{spec.id}", str(policy_file))
-        run("admin", "user", "add", "stack", *keys[spec.id])
-        run("admin", "policy", "attach", "stack", f"owner-{spec.id}", "--user", keys[spec.id][0])
-    return keys
 
 
 def _write_env_file(path: Path, values: dict[str, str]) -> None:
@@ -386,7 +129,7 @@ def _wait_workers(api_url: str, cfg: ExperimentConfig, workers: list[Component])
             for spec, comp in zip(cfg.clients, workers, strict=True):
                 while not await client.read_workers_for_work_pool(work_pool_name(spec.id)):
                     if not is_alive(comp):
-                        raise StackError(f"{comp.name} exited; see {comp.log}:\n{_tail(comp.log)}")
+                        raise StackError(f"{comp.name} exited; see {comp.log}:\n{tail(comp.log)}")
                     if time.monotonic() > deadline:
                         raise StackError(f"{comp.name} did not register with its pool; see {comp.log}")
                     await asyncio.sleep(0.5)
@@ -470,9 +213,9 @@ def up(
 def _start_servers(cfg: ExperimentConfig, stack_dir: Path, started: list[Component]) -> dict[str, Any]:
     """Prefect, MLflow and S3 servers, started together and then awaited."""
     base = _base_env()
-    p_port, m_port, s_port = _free_port(), _free_port(), _free_port()
+    p_port, m_port, s_port = free_port(), free_port(), free_port()
     prefect_home = stack_dir / "prefect"
-    prefect = _spawn(
+    prefect = spawn(
         "prefect-server",
         [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(p_port)],
         {**base, "PREFECT_HOME": str(prefect_home)},
@@ -482,7 +225,7 @@ def _start_servers(cfg: ExperimentConfig, stack_dir: Path, started: list[Compone
     started.append(prefect)
     mlflow_dir = stack_dir / "mlflow"
     (mlflow_dir / "artifacts").mkdir(parents=True, exist_ok=True)
-    mlflow = _spawn(
+    mlflow = spawn(
         "mlflow-server",
         [
             sys.executable,
@@ -509,7 +252,7 @@ def _start_servers(cfg: ExperimentConfig, stack_dir: Path, started: list[Compone
     s3_url = f"http://{HOST}:{s_port}"
     root = ("fgrpo-root", secrets.token_urlsafe(24))
     if minio is not None:
-        s3 = _spawn(
+        s3 = spawn(
             "s3-server",
             [
                 minio,
@@ -518,14 +261,14 @@ def _start_servers(cfg: ExperimentConfig, stack_dir: Path, started: list[Compone
                 "--address",
                 f"{HOST}:{s_port}",
                 "--console-address",
-                f"{HOST}:{_free_port()}",
+                f"{HOST}:{free_port()}",
             ],
             {**base, "MINIO_ROOT_USER": root[0], "MINIO_ROOT_PASSWORD": root[1]},
             stack_dir,
             s3_url,
         )
     else:
-        s3 = _spawn(
+        s3 = spawn(
             "s3-server",
             [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(s_port)],
             base,
@@ -533,10 +276,10 @@ def _start_servers(cfg: ExperimentConfig, stack_dir: Path, started: list[Compone
             s3_url,
         )
     started.append(s3)
-    _wait_http(s3, f"{s3_url}/minio/health/live" if minio else f"{s3_url}/moto-api/")
-    keys = _provision_minio(s3_url, cfg, root, stack_dir) if minio else _provision_moto(s3_url, cfg)
-    _wait_http(mlflow, f"{mlflow.url}/health")
-    _wait_http(prefect, f"{prefect.url}/api/health")
+    wait_http(s3, f"{s3_url}/minio/health/live" if minio else f"{s3_url}/moto-api/")
+    keys = provision_minio(s3_url, cfg, root, stack_dir) if minio else provision_moto(s3_url, cfg)
+    wait_http(mlflow, f"{mlflow.url}/health")
+    wait_http(prefect, f"{prefect.url}/api/health")
     return {
         "PREFECT_API_URL": f"{prefect.url}/api",
         "MLFLOW_TRACKING_URI": mlflow.url,
@@ -591,7 +334,7 @@ def _start_worker(
         "--name",
         f"{pool}-worker",
     ]
-    return _spawn(f"worker-{owner}", cmd, worker_env, stack_dir, env["PREFECT_API_URL"])
+    return spawn(f"worker-{owner}", cmd, worker_env, stack_dir, env["PREFECT_API_URL"])
 
 
 def down(stack_dir: Path) -> list[dict[str, Any]]:

@@ -1,0 +1,136 @@
+"""S3 access of the local stack: the bucket, and one set of credentials per data owner.
+
+Each owner may write only under its own `clients/<owner>/` prefix and read `global/`
+(`owner_policy`); the coordinator may do everything in the bucket. moto enforces the policies
+through its IAM emulation, MinIO through `mc admin policy` when `mc` is on PATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from fgrpo import layout
+from fgrpo_core.config import ExperimentConfig
+
+
+def owner_policy(bucket: str, prefix: str, experiment: str, owner: str) -> dict[str, Any]:
+    """IAM policy of one data owner: write only under its clients/<owner>/ prefix, read global/."""
+    own = layout.client_prefix(prefix, experiment, owner)
+    glob = layout.global_prefix(prefix, experiment)
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ReadGlobal",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": [f"arn:aws:s3:::{bucket}/{glob}*"],
+            },
+            {
+                "Sid": "WriteOwnPrefix",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": [f"arn:aws:s3:::{bucket}/{own}*"],
+            },
+            # Listing its own and the global prefix lets a HEAD on a missing key answer 404
+            # (not 403) on AWS and MinIO.
+            {
+                "Sid": "ListOwnAndGlobal",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": [f"arn:aws:s3:::{bucket}"],
+                "Condition": {"StringLike": {"s3:prefix": [f"{own}*", f"{glob}*"]}},
+            },
+        ],
+    }
+
+
+def coordinator_policy(bucket: str) -> dict[str, Any]:
+    """The coordinator reads every delta and writes global adapters and state."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:*"],
+                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+            }
+        ],
+    }
+
+
+def boto_client(service: str, endpoint: str, region: str, key: tuple[str, str]) -> Any:
+    import boto3
+    import botocore.config
+
+    session = boto3.session.Session(aws_access_key_id=key[0], aws_secret_access_key=key[1])
+    config = botocore.config.Config(s3={"addressing_style": "path"})
+    return session.client(service, endpoint_url=endpoint, region_name=region, config=config)  # type: ignore[call-overload]
+
+
+def provision_moto(endpoint: str, cfg: ExperimentConfig) -> dict[str, tuple[str, str]]:
+    """Bucket, one IAM user per owner plus the coordinator, then moto enforces the policies."""
+    boot = ("stack-bootstrap", "stack-bootstrap")  # accepted while moto does not check auth
+    s3 = boto_client("s3", endpoint, cfg.store.region, boot)
+    if cfg.store.bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=cfg.store.bucket)
+    iam = boto_client("iam", endpoint, cfg.store.region, boot)
+    users = {"coordinator": coordinator_policy(cfg.store.bucket)}
+    for spec in cfg.clients:
+        users[spec.id] = owner_policy(cfg.store.bucket, cfg.store.prefix, cfg.name, spec.id)
+    keys: dict[str, tuple[str, str]] = {}
+    for user, policy in users.items():
+        iam.create_user(UserName=f"fgrpo-{user}")
+        iam.put_user_policy(UserName=f"fgrpo-{user}", PolicyName="fgrpo", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=f"fgrpo-{user}")["AccessKey"]
+        keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
+    # From now on every request needs a key above and is checked against its policy.
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/reset-auth", data=b"0", headers={"Content-Type": "text/plain"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=5):
+        pass
+    return keys
+
+
+def provision_minio(
+    endpoint: str, cfg: ExperimentConfig, root: tuple[str, str], stack_dir: Path
+) -> dict[str, tuple[str, str]]:
+    """Bucket, and with `mc` on PATH one MinIO user per owner; without `mc` owners share root."""
+    s3 = boto_client("s3", endpoint, cfg.store.region, root)
+    if cfg.store.bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=cfg.store.bucket)
+    keys = {"coordinator": root}
+    mc = shutil.which("mc")
+    if mc is None:
+        print(
+            "warning: no `mc` on PATH: owners share the root credentials; only the coordinator's "
+            "manifest check guards the owners' prefixes",
+            file=sys.stderr,
+        )
+        return keys | {spec.id: root for spec in cfg.clients}
+    env = {**os.environ, "MC_CONFIG_DIR": str(stack_dir / "mc")}
+
+    def run(*args: str) -> None:
+        subprocess.run([mc, *args], env=env, check=True, capture_output=True)
+
+    run("alias", "set", "stack", endpoint, *root)
+    for spec in cfg.clients:
+        policy_file = stack_dir / "credentials" / f"owner-{spec.id}.json"
+        policy_file.write_text(
+            json.dumps(owner_policy(cfg.store.bucket, cfg.store.prefix, cfg.name, spec.id))
+        )
+        keys[spec.id] = (f"owner-{spec.id}", secrets.token_urlsafe(24))
+        run("admin", "policy", "create", "stack", f"owner-{spec.id}", str(policy_file))
+        run("admin", "user", "add", "stack", *keys[spec.id])
+        run("admin", "policy", "attach", "stack", f"owner-{spec.id}", "--user", keys[spec.id][0])
+    return keys
