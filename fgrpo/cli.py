@@ -141,7 +141,7 @@ def _store_description(cfg: ExperimentConfig) -> str:
 
 
 def _registry_summary(cfg: ExperimentConfig) -> dict[str, Any]:
-    from fgrpo.tracking import get_aliases
+    from fgrpo.registry import get_aliases
     from tasks.registry import registered_name
     from tasks.tracking import tracker_for
 

@@ -69,14 +69,8 @@ def read_mlflow(data: ExperimentData, tracking_uri: str, model_name: str) -> Non
         # Opening it would create an empty database: there is nothing to read.
         data.notes.append(f"No MLflow database at {sqlite_file}: registry and config not shown.")
         return
-    from fgrpo.tracking import (
-        EXPERIMENT_TAG,
-        MLFLOW_EXPERIMENT,
-        ROLE_TAG,
-        SCORE_TAG,
-        Tracker,
-        get_aliases,
-    )
+    from fgrpo.registry import get_aliases
+    from fgrpo.tracking import EXPERIMENT_TAG, MLFLOW_EXPERIMENT, ROLE_TAG, SCORE_TAG, Tracker
 
     client = Tracker(tracking_uri).client
     mlflow_experiment = client.get_experiment_by_name(MLFLOW_EXPERIMENT)

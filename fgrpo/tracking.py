@@ -1,10 +1,8 @@
-"""MLflow tracking and registry helpers (SPEC §6), called by the Prefect tasks.
+"""MLflow tracking helpers (SPEC §6), called by the Prefect tasks; the registry is `registry.py`.
 
 One parent run per fgrpo experiment, one nested run per round. Per-client quantities go on the
 parent run as one metric series per client with step = round; the round run gets the same values
-at step 0 plus the round table. The global adapter of each round is registered as a model version;
-the alias `champion` moves only when a version beats the champion's `global_macro_accuracy`,
-otherwise the version gets `challenger`.
+at step 0 plus the round table.
 
 Every call goes through an `MlflowClient` with an explicit tracking and registry URI, never the
 global fluent state. Failures become `TrackingError` naming the URI and what to check.
@@ -14,17 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.entities.model_registry import RegisteredModel
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel
 
@@ -40,7 +35,6 @@ ROUND_TAG = "fgrpo.round"
 ROUND_LOGGED_TAG = "fgrpo.round_logged"
 PARENT_TAG = "mlflow.parentRunId"
 SCORE_TAG = "global_macro_accuracy"
-CHAMPION, CHALLENGER = "champion", "challenger"
 METRIC_BATCH, PARAM_BATCH = 1000, 100  # MLflow's log_batch limits per call
 # Bounded HTTP retries: MLflow's defaults (7 retries, backoff factor 2, timeout 120 s) make a
 # call to a dead server hang for minutes. Applied with setdefault, so the user's values win.
@@ -56,7 +50,7 @@ class TrackingError(FgrpoError):
 
 
 @contextlib.contextmanager
-def _mlflow_errors(uri: str, action: str) -> Iterator[None]:
+def mlflow_errors(uri: str, action: str) -> Iterator[None]:
     try:
         yield
     except (MlflowException, requests.RequestException, OSError) as err:
@@ -140,7 +134,7 @@ class Tracker:
         _check_reachable(tracking_uri, connect_timeout_s)
         self.uri = tracking_uri
         self.artifact_root = artifact_root or _sqlite_artifact_root(tracking_uri)
-        with _mlflow_errors(tracking_uri, "client creation"):
+        with mlflow_errors(tracking_uri, "client creation"):
             self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     def _experiment_id(self, experiment_name: str) -> str:
@@ -159,7 +153,7 @@ class Tracker:
         not FINISHED (RUNNING after a crash, FAILED or KILLED) is reused and set RUNNING again; its
         params must equal `params` (a resumed experiment runs the same config).
         """
-        with _mlflow_errors(self.uri, f"start of experiment run {run_name!r}"):
+        with mlflow_errors(self.uri, f"start of experiment run {run_name!r}"):
             experiment_id = self._experiment_id(experiment_name)
             unfinished = self.client.search_runs(
                 [experiment_id],
@@ -188,7 +182,7 @@ class Tracker:
 
     def start_round_run(self, parent_run_id: str, round_idx: int) -> str:
         """Nested run "round-0003" under the parent; an existing one for that round is reused."""
-        with _mlflow_errors(self.uri, f"start of round run {round_idx}"):
+        with mlflow_errors(self.uri, f"start of round run {round_idx}"):
             parent = self.client.get_run(parent_run_id)
             existing = self.client.search_runs(
                 [parent.info.experiment_id],
@@ -225,7 +219,7 @@ class Tracker:
         A round run already marked logged is skipped, so a resumed round does not log twice.
         """
         values = _round_metrics(client_rows, global_eval)
-        with _mlflow_errors(self.uri, f"logging of round {round_idx}"):
+        with mlflow_errors(self.uri, f"logging of round {round_idx}"):
             if self.client.get_run(round_run_id).data.tags.get(ROUND_LOGGED_TAG) == "true":
                 return
             now_ms = int(time.time() * 1000)
@@ -241,7 +235,7 @@ class Tracker:
     def log_initial_evaluation(self, parent_run_id: str, global_eval: dict[str, float]) -> None:
         """`eval/<name>` at step 0 on the parent run, once: a resumed experiment does not log it again."""
         values = _round_metrics([], global_eval)
-        with _mlflow_errors(self.uri, "logging of the initial evaluation"):
+        with mlflow_errors(self.uri, "logging of the initial evaluation"):
             history = self.client.get_metric_history(parent_run_id, "eval/macro_accuracy")
             if any(point.step == 0 for point in history):
                 return
@@ -252,12 +246,12 @@ class Tracker:
         """Upload an adapter folder (adapter_config.json, adapter_model.safetensors) as artifacts."""
         if not Path(folder).is_dir() or not any(Path(folder).iterdir()):
             raise TrackingError(f"adapter folder {folder} is missing or empty; save the adapter first")
-        with _mlflow_errors(self.uri, f"upload of {folder} to run {run_id}"):
+        with mlflow_errors(self.uri, f"upload of {folder} to run {run_id}"):
             self.client.log_artifacts(run_id, str(folder), artifact_path)
 
     def finish_run(self, run_id: str, status: str = "FINISHED") -> None:
         """End a run with FINISHED, FAILED or KILLED."""
-        with _mlflow_errors(self.uri, f"finishing run {run_id}"):
+        with mlflow_errors(self.uri, f"finishing run {run_id}"):
             self.client.set_terminated(run_id, status=status)
 
     def _log_batch(self, run_id: str, params: dict[str, str], tags: dict[str, str]) -> None:
@@ -300,96 +294,3 @@ def _markdown_table(
     lines += ["", "| global evaluation | value |", "|---|---|"]
     lines += [f"| {name} | {value:.4f} |" for name, value in global_eval.items()]
     return "\n".join(lines) + "\n"
-
-
-@dataclass(frozen=True)
-class RegistrationResult:
-    """Which alias a new model version got, and the champion after the decision."""
-
-    version: str
-    alias: str
-    champion_version: str
-    previous_champion_score: float | None
-
-
-def _registered_model(client: MlflowClient, model_name: str) -> RegisteredModel | None:
-    try:
-        return client.get_registered_model(model_name)
-    except MlflowException as err:
-        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
-
-
-def _model_exists(client: MlflowClient, model_name: str) -> bool:
-    return _registered_model(client, model_name) is not None
-
-
-def _champion(client: MlflowClient, model_name: str) -> tuple[str, float] | None:
-    aliases = get_aliases(client, model_name)
-    if CHAMPION not in aliases:
-        return None
-    version = client.get_model_version(model_name, aliases[CHAMPION])
-    if SCORE_TAG not in version.tags:
-        raise TrackingError(
-            f"champion v{version.version} of {model_name!r} has no {SCORE_TAG!r} tag; tag it or "
-            "delete the alias"
-        )
-    return str(version.version), float(version.tags[SCORE_TAG])
-
-
-def register_round_model(
-    client: MlflowClient,
-    model_name: str,
-    run_id: str,
-    artifact_path: str,
-    round_idx: int,
-    experiment: str,
-    strategy: str,
-    score: float,
-) -> RegistrationResult:
-    """Register runs:/<run_id>/<artifact_path> and give it `champion` or `challenger`.
-
-    `champion` moves to the new version when there is none yet or `score` is strictly greater
-    than the champion's `global_macro_accuracy` tag; otherwise the version takes `challenger`
-    (moved from any older version). A new champion leaves `challenger` where it was: it marks the
-    latest version that did not beat its champion. Re-registering the same run and round (a
-    resumed round) reuses the existing version instead of adding one.
-    """
-    uri = str(client.tracking_uri)
-    with _mlflow_errors(uri, f"registration of {model_name!r} round {round_idx}"):
-        if not _model_exists(client, model_name):
-            client.create_registered_model(model_name)
-        same_round = [
-            v
-            for v in client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
-            if v.tags.get("round") == str(round_idx)
-        ]
-        if same_round:
-            version = str(same_round[0].version)
-        else:
-            source = f"runs:/{run_id}/{artifact_path}"  # resolved by MLflow for SQLite and servers
-            version_tags = {
-                "experiment": experiment,
-                "round": str(round_idx),
-                "strategy": strategy,
-                SCORE_TAG: repr(float(score)),
-            }
-            # Tags with the version: one call instead of one per tag.
-            created = client.create_model_version(model_name, source=source, run_id=run_id, tags=version_tags)
-            version = str(created.version)
-        champion = _champion(client, model_name)
-        if champion is None or champion[0] == version or (not math.isnan(score) and score > champion[1]):
-            client.set_registered_model_alias(model_name, CHAMPION, version)
-            # A resumed round whose version already is the champion has no "previous" champion.
-            previous = None if champion is None or champion[0] == version else champion[1]
-            return RegistrationResult(version, CHAMPION, version, previous)
-        client.set_registered_model_alias(model_name, CHALLENGER, version)
-        return RegistrationResult(version, CHALLENGER, champion[0], champion[1])
-
-
-def get_aliases(client: MlflowClient, model_name: str) -> dict[str, str]:
-    """Alias -> version of a registered model ({} when the model does not exist yet)."""
-    with _mlflow_errors(str(client.tracking_uri), f"reading aliases of {model_name!r}"):
-        model = _registered_model(client, model_name)
-        return {} if model is None else {alias: str(version) for alias, version in model.aliases.items()}

@@ -7,9 +7,9 @@ from typing import Any
 from prefect import task
 
 from fgrpo import exchange, runtime
+from fgrpo.registry import register_round_model
 from fgrpo.store import make_store
 from fgrpo.timing import Stopwatch
-from fgrpo.tracking import register_round_model
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.models import save_adapter_folder
 from tasks.retry import is_transient

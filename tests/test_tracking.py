@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from fgrpo.registry import get_aliases, register_round_model
 from fgrpo.tracking import (
     HTTP_ENV_DEFAULTS,
     PARAM_VALUE_LIMIT,
@@ -20,8 +21,6 @@ from fgrpo.tracking import (
     Tracker,
     TrackingError,
     flatten_config,
-    get_aliases,
-    register_round_model,
     resolve_tracking_uri,
 )
 from fgrpo_core.config import TrackingSettings, parse_config

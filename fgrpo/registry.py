@@ -1,0 +1,111 @@
+"""MLflow model registry (SPEC §6): one model version per committed round, promoted by alias.
+
+The alias `champion` moves only when a version beats the champion's `global_macro_accuracy` tag;
+otherwise the version gets `challenger`. Errors become `tracking.TrackingError` naming the URI.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import RegisteredModel
+from mlflow.exceptions import MlflowException
+
+from fgrpo.tracking import SCORE_TAG, TrackingError, mlflow_errors
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    """Which alias a new model version got, and the champion after the decision."""
+
+    version: str
+    alias: str
+    champion_version: str
+    previous_champion_score: float | None
+
+
+def _registered_model(client: MlflowClient, model_name: str) -> RegisteredModel | None:
+    try:
+        return client.get_registered_model(model_name)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
+def _model_exists(client: MlflowClient, model_name: str) -> bool:
+    return _registered_model(client, model_name) is not None
+
+
+def _champion(client: MlflowClient, model_name: str) -> tuple[str, float] | None:
+    aliases = get_aliases(client, model_name)
+    if CHAMPION not in aliases:
+        return None
+    version = client.get_model_version(model_name, aliases[CHAMPION])
+    if SCORE_TAG not in version.tags:
+        raise TrackingError(
+            f"champion v{version.version} of {model_name!r} has no {SCORE_TAG!r} tag; tag it or "
+            "delete the alias"
+        )
+    return str(version.version), float(version.tags[SCORE_TAG])
+
+
+def register_round_model(
+    client: MlflowClient,
+    model_name: str,
+    run_id: str,
+    artifact_path: str,
+    round_idx: int,
+    experiment: str,
+    strategy: str,
+    score: float,
+) -> RegistrationResult:
+    """Register runs:/<run_id>/<artifact_path> and give it `champion` or `challenger`.
+
+    `champion` moves to the new version when there is none yet or `score` is strictly greater
+    than the champion's `global_macro_accuracy` tag; otherwise the version takes `challenger`
+    (moved from any older version). A new champion leaves `challenger` where it was: it marks the
+    latest version that did not beat its champion. Re-registering the same run and round (a
+    resumed round) reuses the existing version instead of adding one.
+    """
+    uri = str(client.tracking_uri)
+    with mlflow_errors(uri, f"registration of {model_name!r} round {round_idx}"):
+        if not _model_exists(client, model_name):
+            client.create_registered_model(model_name)
+        same_round = [
+            v
+            for v in client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+            if v.tags.get("round") == str(round_idx)
+        ]
+        if same_round:
+            version = str(same_round[0].version)
+        else:
+            source = f"runs:/{run_id}/{artifact_path}"  # resolved by MLflow for SQLite and servers
+            version_tags = {
+                "experiment": experiment,
+                "round": str(round_idx),
+                "strategy": strategy,
+                SCORE_TAG: repr(float(score)),
+            }
+            # Tags with the version: one call instead of one per tag.
+            created = client.create_model_version(model_name, source=source, run_id=run_id, tags=version_tags)
+            version = str(created.version)
+        champion = _champion(client, model_name)
+        if champion is None or champion[0] == version or (not math.isnan(score) and score > champion[1]):
+            client.set_registered_model_alias(model_name, CHAMPION, version)
+            # A resumed round whose version already is the champion has no "previous" champion.
+            previous = None if champion is None or champion[0] == version else champion[1]
+            return RegistrationResult(version, CHAMPION, version, previous)
+        client.set_registered_model_alias(model_name, CHALLENGER, version)
+        return RegistrationResult(version, CHALLENGER, champion[0], champion[1])
+
+
+def get_aliases(client: MlflowClient, model_name: str) -> dict[str, str]:
+    """Alias -> version of a registered model ({} when the model does not exist yet)."""
+    with mlflow_errors(str(client.tracking_uri), f"reading aliases of {model_name!r}"):
+        model = _registered_model(client, model_name)
+        return {} if model is None else {alias: str(version) for alias, version in model.aliases.items()}
