@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,30 @@ def test_initial_adapter_ignores_draws_from_the_global_rng_during_its_build(
     disturbed = get_adapter(build_peft_model(load_base_model(tiny_settings, FAMILIES)[0], lora))
     # Assert
     assert all(torch.equal(disturbed[k], undisturbed[k]) for k in undisturbed)
+
+
+def test_initial_adapter_is_the_same_while_another_thread_trains(tiny_settings: ModelSettings) -> None:
+    # Prepare: a thread drawing from the global RNG non-stop, as a client training in parallel does.
+    lora = LoraSettings(r=4, init_seed=9)
+    expected = get_adapter(build_peft_model(load_base_model(tiny_settings, FAMILIES)[0], lora))
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            torch.rand(256)
+
+    other = threading.Thread(target=draw, daemon=True)
+    other.start()
+    # Execute
+    try:
+        built = [
+            get_adapter(build_peft_model(load_base_model(tiny_settings, FAMILIES)[0], lora)) for _ in range(3)
+        ]
+    finally:
+        stop.set()
+        other.join()
+    # Assert
+    assert all(torch.equal(adapter[k], expected[k]) for adapter in built for k in expected)
 
 
 def test_freeze_a_makes_lora_a_non_trainable(tiny_settings: ModelSettings) -> None:
