@@ -31,12 +31,19 @@ def _key(run: dict[str, Any]) -> tuple[str, str, int]:
     return run["scenario"], run["arm"], run["seed"]
 
 
+def _setting(data: dict[str, Any], field: str) -> Any:
+    # The budget's `chosen` is prose about how it was chosen (added to results later), not a setting.
+    value = data[field]
+    return {k: v for k, v in value.items() if k != "chosen"} if field == "budget" else value
+
+
 def merge(into: dict[str, Any], new: dict[str, Any], flags: str, note: str) -> dict[str, Any]:
     """``into`` with ``new``'s runs added and recorded in ``added_runs`` (flags, arms, wall time)."""
     for field in ("model", "quick", "budget", "seeds", "tuning_seed"):
-        if into[field] != new[field]:
+        there, here = _setting(into, field), _setting(new, field)
+        if there != here:
             raise MergeError(
-                f"{field} differs ({into[field]!r} there, {new[field]!r} here): runs of different "
+                f"{field} differs ({there!r} there, {here!r} here): runs of different "
                 "settings cannot share a table; write the new run to its own page instead"
             )
     present = {_key(r) for r in into["runs"]}
