@@ -128,18 +128,8 @@ def test_a_later_scenario_merges_into_one_json_and_page(quick: dict[str, Any], t
     later.write_text(json.dumps({**_only(data, "harmful"), "wall_time_s": 60.0}))
     page = tmp_path / "docs" / "results.md"
     # Execute
-    code = merge_results.main(
-        [
-            str(later),
-            str(first),
-            "--flags",
-            "--quick --scenarios harmful",
-            "--note",
-            "at commit abc",
-            "--docs",
-            str(page),
-        ]
-    )
+    argv = [str(later), str(first), "--flags", "--quick --scenarios harmful", "--note", "at commit abc"]
+    code = merge_results.main([*argv, "--docs", str(page)])
     merged = json.loads(first.read_text())
     # Assert: every run once, scenarios in the benchmark's order, the later command on the page.
     assert code == 0

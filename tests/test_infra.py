@@ -58,10 +58,7 @@ def test_compose_has_one_scoped_worker_per_owner_and_no_literal_secrets() -> Non
             assert re.search(r"@sha256:[0-9a-f]{64}$", image), name
     assert not re.search(r"^\s*[A-Z_]*(PASSWORD|SECRET)[A-Z_]*:\s*(?!\$\{)\S", text, re.MULTILINE)
     example = (INFRA / ".env.example").read_text()
-    for var in set(re.findall(r"\$\{([A-Z_]+)(?::[?-][^}]*)?\}", text)) - {
-        "PREFECT_UI_API_URL",
-        "FGRPO_BUCKET",
-    }:
+    for var in set(re.findall(r"\$\{([A-Z_]+)(?::[?-][^}]*)?\}", text)) - {"PREFECT_UI_API_URL", "FGRPO_BUCKET"}:
         assert f"{var}=" in example, var
 
 
