@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(key, value)
 
     data = run(args)
-    from bench.results_page import write_page
+    from bench.results_page import default_page, write_page
 
     suffix = f"{args.model}{'-quick' if args.quick else ''}{'-ablation' if args.ablation else ''}"
     results_dir = Path(args.results_dir)
@@ -174,9 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     json_path = results_dir / f"convergence-{suffix}.json"
     json_path.write_text(json.dumps(data, indent=1, sort_keys=True))
     print(f"wrote {json_path} ({data['wall_time_s']:.0f} s)")
-    docs = args.docs
-    if docs is None:
-        docs = str(REPO / "docs" / ("results.md" if args.model == "tiny" else f"results-{args.model}.md"))
+    docs = default_page(args.model) if args.docs is None else args.docs
     if docs:
         page = write_page(data, Path(docs), json_path)
         print(f"wrote {page}")

@@ -81,11 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     except MergeError as err:
         raise SystemExit(f"{args.new} not merged into {args.into}: {err}") from None
     args.into.write_text(json.dumps(merged, indent=1, sort_keys=True))
-    model = merged["model"]
-    docs = args.docs or str(REPO / "docs" / ("results.md" if model == "tiny" else f"results-{model}.md"))
-    from bench.results_page import write_page
+    from bench.results_page import default_page, write_page
 
-    print(f"wrote {args.into} and {write_page(merged, Path(docs), args.into)}")
+    page = write_page(merged, Path(args.docs) if args.docs else default_page(merged["model"]), args.into)
+    print(f"wrote {args.into} and {page}")
     return 0
 
 

@@ -214,6 +214,12 @@ def _plots(table: dict[str, Any], seeds: list[int], img_dir: Path, tag: str) -> 
     return [acc.name, gw.name]
 
 
+def default_page(model: str) -> Path:
+    """docs/results.md for the tiny model, docs/results-<model>.md for the others."""
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    return docs / ("results.md" if model == "tiny" else f"results-{model}.md")
+
+
 def write_page(data: dict[str, Any], page: Path, json_path: Path) -> Path:
     """docs/results.md (or ``page``): every table, the goals and the plots of one benchmark run."""
     table = _runs(data)
@@ -225,12 +231,7 @@ def write_page(data: dict[str, Any], page: Path, json_path: Path) -> Path:
     chosen = b.get("chosen") or scenarios.BUDGETS["quick" if data["quick"] else data["model"]].chosen
     # Runs of later commands merged into this JSON (bench/merge_results.py): more arms or scenarios.
     added = data.get("added_runs", [])
-    added_runs = {
-        (s, arm)
-        for extra in added
-        for s in extra.get("scenarios", data["scenarios"])
-        for arm in extra["arms"]
-    }
+    added_runs = {(s, arm) for extra in added for s in extra["scenarios"] for arm in extra["arms"]}
     first_runs = [r for r in data["runs"] if (r["scenario"], r["arm"]) not in added_runs]
     first_scenarios = [s for s in data["scenarios"] if any(r["scenario"] == s for r in first_runs)]
     flags = (
@@ -239,7 +240,7 @@ def write_page(data: dict[str, Any], page: Path, json_path: Path) -> Path:
         f"{' --ablation' if any(':' in r['arm'] for r in first_runs) else ''}"
     )
     later = "".join(
-        f" Added later: `{extra.get('flags') or '--ablation --arms ' + ' '.join(extra['arms'])}` "
+        f" Added later: `{extra['flags']}` "
         f"({extra['wall_time_s'] / 60:.1f} min; {extra['note']})."
         for extra in added
     )
