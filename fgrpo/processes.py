@@ -22,6 +22,7 @@ from fgrpo_core.errors import FgrpoError
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 180.0
 STOP_GRACE_S = 10.0
+KILL_WAIT_S = 5.0
 
 
 class StackError(FgrpoError):
@@ -53,15 +54,18 @@ def _start_ticks(pid: int) -> int:
 
 def _running(pid: int) -> bool:
     """Whether `pid` exists and is not a zombie (a zombie of ours is reaped here)."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # only succeeds for our own children (e.g. `up` in-process)
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except FileNotFoundError:
         return False
     except OSError:
         return True
-    return fields[0] != "Z"
+    if fields[0] != "Z":
+        return True
+    # Reap only after seeing the zombie: reaping first races with a process that is still dying.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # only succeeds for our own children (e.g. `up` in-process)
+    return False
 
 
 def is_alive(comp: Component) -> bool:
@@ -111,6 +115,10 @@ def stop(comp: Component, grace_s: float = STOP_GRACE_S) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(comp.pid, signal.SIGKILL)
     _signal_all(family, signal.SIGKILL)
+    # SIGKILL is delivered asynchronously: return only once the family is gone (or stuck in D).
+    deadline = time.monotonic() + KILL_WAIT_S
+    while time.monotonic() < deadline and any(_running(p) for p in family):
+        time.sleep(0.05)
 
 
 def spawn(name: str, cmd: list[str], env: dict[str, str], stack_dir: Path, url: str) -> Component:
