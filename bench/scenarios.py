@@ -61,6 +61,7 @@ class Arm:
     name: str
     kind: Literal["strategy", "local", "central"]
     aggregation: dict[str, Any] = field(default_factory=dict)
+    federation: dict[str, Any] = field(default_factory=dict)
 
 
 STRATEGY_ARMS = (
@@ -85,6 +86,9 @@ ABLATION_ARMS = (
         "strategy",
         {"strategy": "fgrpo", "scale_start": "first_informative"},
     ),
+    # The benchmark keeps the library's weight_cap 1; the shipped configs use 0.5. A cap of 0.5
+    # needs min_clients >= 2 (config check); all 3 owners deliver every round, so nothing else moves.
+    Arm("fgrpo:weight_cap=0.5", "strategy", {"strategy": "fgrpo", "weight_cap": 0.5}, {"min_clients": 2}),
 )
 
 
@@ -169,8 +173,9 @@ def base_config(
 
 
 def with_arm(cfg: dict[str, Any], arm: Arm) -> dict[str, Any]:
-    """The scenario's config with the arm's aggregation settings."""
+    """The scenario's config with the arm's aggregation (and federation) settings."""
     out = copy.deepcopy(cfg)
     out["aggregation"] = {**out["aggregation"], **arm.aggregation}
+    out["federation"] = {**out["federation"], **arm.federation}
     out["name"] = f"{cfg['name']}-{arm.name.replace(':', '-').replace('=', '').replace(',', '-')}"
     return out
