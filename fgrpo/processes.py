@@ -53,7 +53,7 @@ def _start_ticks(pid: int) -> int:
 
 
 def _running(pid: int) -> bool:
-    """Whether `pid` exists and is not a zombie (a zombie of ours is reaped here)."""
+    """Whether `pid` still runs: not gone and not a finished zombie (a zombie of ours is reaped here)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except FileNotFoundError:
@@ -62,10 +62,18 @@ def _running(pid: int) -> bool:
         return True
     if fields[0] != "Z":
         return True
-    # Reap only after seeing the zombie: reaping first races with a process that is still dying.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # only succeeds for our own children (e.g. `up` in-process)
-    return False
+    # "Z" is the main thread's state: while other threads still run (a server shutting down) the
+    # process has not ended. Reap only after seeing it: reaping first races with a dying process.
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        return reaped == 0  # 0: our child, not yet reapable
+    except ChildProcessError:
+        pass  # not our child (`up` ran in another process): its parent reaps it
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return False
+    return any(task != str(pid) for task in tasks)
 
 
 def is_alive(comp: Component) -> bool:
