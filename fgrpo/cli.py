@@ -27,6 +27,9 @@ _QUIET_ENV = {
     # OpenMP threads that busy-wait make torch in the main thread many times slower whenever the
     # cores are shared (Prefect's API subprocess, other jobs): sleep instead. Set before torch loads.
     "OMP_WAIT_POLICY": "PASSIVE",
+    # Prefect gives its embedded API server 20 s to start (a fresh PREFECT_HOME migrates its
+    # database first); a loaded 2-core machine has needed more (a CI run failed on it).
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 
 
