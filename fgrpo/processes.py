@@ -109,24 +109,24 @@ def _signal_all(pids: list[int], sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
+def _signal_and_wait(comp: Component, family: list[int], sig: signal.Signals, wait_s: float) -> None:
+    """Send `sig` to the component's process group and `family`; wait until they are gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(comp.pid, sig)  # started with its own session: pgid == pid
+    _signal_all(family, sig)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and any(_running(p) for p in family):
+        time.sleep(0.05)
+
+
 def stop(comp: Component, grace_s: float = STOP_GRACE_S) -> None:
     """SIGTERM the component's process group and descendants, then SIGKILL what remains."""
     if not is_alive(comp):
         return
     family = [comp.pid, *_descendants(comp.pid)]
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(comp.pid, signal.SIGTERM)  # started with its own session: pgid == pid
-    _signal_all(family, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(_running(p) for p in family):
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(comp.pid, signal.SIGKILL)
-    _signal_all(family, signal.SIGKILL)
-    # SIGKILL is delivered asynchronously: return only once the family is gone (or stuck in D).
-    deadline = time.monotonic() + KILL_WAIT_S
-    while time.monotonic() < deadline and any(_running(p) for p in family):
-        time.sleep(0.05)
+    _signal_and_wait(comp, family, signal.SIGTERM, grace_s)
+    # SIGKILL is delivered asynchronously too: return only once the family is gone (or stuck in D).
+    _signal_and_wait(comp, family, signal.SIGKILL, KILL_WAIT_S)
 
 
 def spawn(name: str, cmd: list[str], env: dict[str, str], stack_dir: Path, url: str) -> Component:
