@@ -31,7 +31,7 @@ tiny: venv  ## The same pipeline on the tiny model (about 2 minutes).
 
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check fgrpo_core fgrpo tasks flows
+	$(BIN)/ruff format --check fgrpo_core fgrpo_io tasks flows fgrpo_app
 	$(BIN)/mypy
 
 test: lint  ## Lint, type-check and the whole test suite.

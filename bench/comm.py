@@ -28,8 +28,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script, bench/ is on the path instead of the repository
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from fgrpo_io.environment import apply_defaults  # noqa: E402
+
+apply_defaults()
 
 import torch  # noqa: E402
 

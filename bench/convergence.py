@@ -31,6 +31,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 
 from bench import scenarios  # noqa: E402
 from bench.references import run_arm  # noqa: E402
+from fgrpo_io.environment import apply_defaults  # noqa: E402
 
 EVAL_SEEDS = (1, 2, 3)
 
@@ -162,8 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         help="Results page ('' = none); default docs/results.md (tiny), docs/results-smollm2.md (smollm2).",
     )
     args = parser.parse_args(argv)
-    for key, value in {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
-        os.environ.setdefault(key, value)
+    apply_defaults()
 
     data = run(args)
     from bench.results_page import default_page, write_page

@@ -27,15 +27,16 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from fgrpo import stack  # noqa: E402
+from fgrpo_app import stack  # noqa: E402
 from fgrpo_core.config import parse_config  # noqa: E402
 from fgrpo_core.models import load_bundle  # noqa: E402
+from fgrpo_io.environment import child_env  # noqa: E402
 
 
 def _fgrpo_run(config: Path, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "fgrpo.cli", "run", "--config", str(config), "--json"],
+        [sys.executable, "-m", "fgrpo_app.cli", "run", "--config", str(config), "--json"],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -90,11 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     base = {
         k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "AWS_", "FGRPO_"))
     }
-    base |= {
-        "HF_HUB_OFFLINE": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
+    base = child_env(base)
     stack_dir = work / "stack"
     t0 = time.perf_counter()
     stack.up(parse_config(distributed), dist_path, stack_dir)

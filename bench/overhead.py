@@ -33,19 +33,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-    # The default 20 s is too short for the ephemeral API on a busy 2-core machine.
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    "DO_NOT_TRACK": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "OMP_WAIT_POLICY": "PASSIVE",
-}
+from fgrpo_io.environment import DEFAULTS
+
+ENV = {**DEFAULTS, "PREFECT_LOGGING_LEVEL": "WARNING"}
 GOAL = 1.10
 RESULTS = Path(__file__).parent / "results"
 PARTS = ["train_s", "aggregate_s", "evaluate_s", "store_io_s", "mlflow_s", "model_load_s"]
@@ -76,8 +66,8 @@ def bench_config(path: Path, work: Path, name: str) -> Any:
 
 def run_pipeline(cfg: Any) -> dict[str, Any]:
     """One experiment through the Prefect flows; its wall time, split and weights per round."""
-    from fgrpo import runtime
-    from fgrpo.timing import with_orchestration
+    from fgrpo_io import runtime
+    from fgrpo_io.timing import with_orchestration
     from flows.experiment import run_experiment
 
     runtime.clear_bundles()  # a fresh `fgrpo run` loads its model once: so does each run here
@@ -215,7 +205,7 @@ def markdown(result: dict[str, Any]) -> str:
             "by seconds between runs on a shared machine, so this is the steadier estimate.",
             "",
             "Parts are medians per part (they need not add up to the median wall). Pipeline parts are "
-            "measured inside each task (fgrpo/timing.py); orchestration is the rest of the wall time. "
+            "measured inside each task (fgrpo_io/timing.py); orchestration is the rest of the wall time. "
             "Bare loop: train, aggregate and evaluate as the runner times them; other = model load, "
             "delta encoding, data setup.",
             "",

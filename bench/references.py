@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fgrpo_core.client_rewards import client_reward
 from fgrpo_core.config import ClientSpec, ExperimentConfig, parse_config
 from fgrpo_core.deltas import apply_delta
-from fgrpo_core.federation import client_reward, client_update, evaluate_families
+from fgrpo_core.federation import client_update, evaluate_families
 from fgrpo_core.models import get_adapter, load_bundle
 from fgrpo_core.partition import ClientData, client_data, eval_sets
 from fgrpo_core.runner import run_in_process

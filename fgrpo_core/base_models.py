@@ -30,7 +30,7 @@ from transformers import (
 
 from fgrpo_core.config import ModelSettings
 from fgrpo_core.errors import ConfigError
-from fgrpo_core.tasks import generate_examples
+from fgrpo_core.families import generate_examples
 
 TINY_SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 TINY_CHARS = list("0123456789+-*/%=<>()?!.,:; \n") + [chr(c) for c in range(ord("a"), ord("z") + 1)]

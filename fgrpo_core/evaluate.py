@@ -16,9 +16,9 @@ from transformers import GenerationConfig
 
 from fgrpo_core.config import EvaluationSettings
 from fgrpo_core.errors import TaskError
+from fgrpo_core.families import Example
 from fgrpo_core.models import ModelBundle, format_prompt
 from fgrpo_core.rewards import is_correct
-from fgrpo_core.tasks import Example
 
 RewardFn = Callable[..., list[float | None]]
 

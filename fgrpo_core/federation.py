@@ -10,61 +10,23 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from fgrpo_core import rewards
 from fgrpo_core.aggregation import aggregate_deltas, compute_weights, screen_norms
+from fgrpo_core.client_rewards import client_reward, family_dispatch
 from fgrpo_core.config import ClientSpec, ExperimentConfig
 from fgrpo_core.deltas import apply_delta, subtract, validate_delta
 from fgrpo_core.errors import ConfigError, DeltaValidationError, QuorumError
 from fgrpo_core.evaluate import evaluate
+from fgrpo_core.families import Example, get_family
 from fgrpo_core.models import ModelBundle, set_adapter
 from fgrpo_core.partition import ClientData, client_data
-from fgrpo_core.tasks import Example, get_family
 from fgrpo_core.trainer import train_client
 from fgrpo_core.types import Adapter, ClientStats, FamilyScore, GlobalEval, RoundRow, ServerState
 
 Progress = Callable[[int, int, float], None]
-
-
-# --- rewards of a client -----------------------------------------------------------------------
-
-
-def _family_dispatch(families: Sequence[str]) -> rewards.RewardFn:
-    """Score each completion with its own family's reward (a client may mix families)."""
-    table = {f: rewards.get_reward(get_family(f).reward_name) for f in families}
-
-    def reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-        fams = kwargs.get("family")
-        if fams is None:
-            raise ConfigError("a multi-family reward needs the 'family' column of each prompt")
-        out: list[float | None] = []
-        for completion, answer, fam in zip(completions, kwargs["answer"], fams, strict=True):
-            out.extend(table[fam]([completion], answer=[answer]))
-        return out
-
-    reward.__name__ = "+".join(get_family(f).reward_name for f in families)
-    return reward
-
-
-def client_reward(spec: ClientSpec, families: Sequence[str]) -> tuple[rewards.RewardFn, tuple[float, float]]:
-    """The client's reward function and its range, after the client's affine scale and shift."""
-    if spec.reward is not None:
-        fn, lo_hi = rewards.get_reward(spec.reward), rewards.reward_range(spec.reward)
-    elif len(families) == 1:
-        name = get_family(families[0]).reward_name
-        fn, lo_hi = rewards.get_reward(name), rewards.reward_range(name)
-    else:
-        ranges = [get_family(f).reward_range for f in families]
-        fn, lo_hi = _family_dispatch(families), (min(r[0] for r in ranges), max(r[1] for r in ranges))
-    if spec.reward_scale == 1.0 and spec.reward_shift == 0.0:
-        return fn, lo_hi
-    return (
-        rewards.scaled(fn, spec.reward_scale, spec.reward_shift),
-        rewards.scaled_range(lo_hi, spec.reward_scale, spec.reward_shift),
-    )
 
 
 def _spec(cfg: ExperimentConfig, client_id: str) -> ClientSpec:
@@ -154,7 +116,7 @@ def probe_stats(
     examples = [e for f in sorted(families) for e in probe[f]]
     ranges = [get_family(f).reward_range for f in families]
     lo_hi = (min(r[0] for r in ranges), max(r[1] for r in ranges))
-    fn = _family_dispatch(sorted(families))
+    fn = family_dispatch(sorted(families))
 
     def run(adapter: Adapter) -> np.ndarray:
         set_adapter(bundle.model, adapter)

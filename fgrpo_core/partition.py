@@ -27,7 +27,7 @@ import numpy as np
 
 from fgrpo_core.config import ClientSpec, ExperimentConfig
 from fgrpo_core.errors import ConfigError
-from fgrpo_core.tasks import Example, generate_examples, get_family, load_local_examples
+from fgrpo_core.families import Example, generate_examples, get_family, load_local_examples
 
 # Exclusion of training questions is applied while the excluded questions plus the draw fill at
 # most this share of the family's question space (rejection sampling then stays fast).

@@ -13,8 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fgrpo_core.errors import TaskError
+from fgrpo_core.families import get_family
 from fgrpo_core.rewards import get_reward
-from fgrpo_core.tasks import get_family
 
 CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -109,7 +109,7 @@ def _prompt_rows(
     return {
         "prompt": [format_prompt(bundle.tokenizer, ex.question, bundle.chat) for ex in examples],
         "answer": [ex.answer for ex in examples],
-        # A client may mix families: its reward dispatches on this column (federation._family_dispatch).
+        # A client may mix families: its reward dispatches on this column (client_rewards.family_dispatch).
         "family": [ex.family for ex in examples],
         "prompt_index": indices,
     }

@@ -8,13 +8,13 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from fgrpo.timing import add
 from fgrpo_core.config import ExperimentConfig
+from fgrpo_io.timing import add
 from flows.round import federated_round
 from tasks.aggregate import initialise_task, last_committed_round_task
-from tasks.evaluate import evaluate_task
+from tasks.evaluate_global import evaluate_task
+from tasks.log import finish_tracking_task, log_initial_evaluation_task, start_tracking_task
 from tasks.report import first_unreported_round_task, read_reports_task, write_report_task
-from tasks.tracking import finish_tracking_task, log_initial_evaluation_task, start_tracking_task
 
 
 def _experiment_run_name() -> str:
@@ -25,7 +25,7 @@ def _experiment_run_name() -> str:
 def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     """Run ``cfg.federation.rounds`` rounds; an interrupted experiment resumes after its last commit.
 
-    ``timings`` sums the parts every task of this invocation measured (fgrpo/timing.py); the
+    ``timings`` sums the parts every task of this invocation measured (fgrpo_io/timing.py); the
     caller, who knows the wall time, adds ``orchestration_s``.
     """
     initialised = initialise_task(cfg)

@@ -9,16 +9,16 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from fgrpo.reports import failed_round_markdown, round_markdown
-from fgrpo.timing import Timings, add, fit_to_wall
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.errors import QuorumError
+from fgrpo_io.reports import failed_round_markdown, round_markdown
+from fgrpo_io.timing import Timings, add, fit_to_wall
 from tasks.aggregate import aggregate_task, last_committed_round_task
-from tasks.client import train_client_task
-from tasks.evaluate import evaluate_task
-from tasks.registry import register_task
+from tasks.evaluate_global import evaluate_task
+from tasks.log import log_round_task
+from tasks.register import register_task
 from tasks.report import write_report_task
-from tasks.tracking import log_round_task
+from tasks.train import train_client_task
 
 
 def _round_run_name() -> str:
@@ -60,7 +60,7 @@ def _fan_out_embedded(
 def federated_round(cfg: ExperimentConfig, round_idx: int, parent_run_id: str | None) -> dict[str, Any]:
     """Run round t: every client trains from theta_{t-1}; the coordinator commits theta_t.
 
-    The report's ``timings`` add up the parts its tasks measured (fgrpo/timing.py).
+    The report's ``timings`` add up the parts its tasks measured (fgrpo_io/timing.py).
     """
     fan_out_started = time.perf_counter()
     delivered: list[str]

@@ -6,14 +6,14 @@ from typing import Any
 
 from prefect import task
 
-from fgrpo import exchange, layout, runtime
-from fgrpo.store import make_store
-from fgrpo.timing import Stopwatch
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.errors import DeltaValidationError
 from fgrpo_core.federation import ClientUpdate, aggregate_round, probe_stats
 from fgrpo_core.partition import client_data, eval_sets
 from fgrpo_core.types import ClientStats, ServerState
+from fgrpo_io import exchange, layout, runtime
+from fgrpo_io.store import make_store
+from fgrpo_io.timing import Stopwatch
 from tasks.retry import is_transient
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fgrpo.store import StoreUnavailableError
-from fgrpo.tracking import TrackingError
+from fgrpo_io.store import StoreUnavailableError
+from fgrpo_io.tracking import TrackingError
 
 TRANSIENT = (StoreUnavailableError, TrackingError, ConnectionError, TimeoutError)
 

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import os
-
-# Set before any test module imports transformers, prefect or mlflow.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # as fgrpo.cli
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# OpenMP threads that busy-wait make torch many times slower on a busy 2-core machine.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.s3_server import s3_endpoint, s3_env  # noqa: F401
+from fgrpo_io.environment import apply_defaults
+
+# Set before any test module imports transformers, prefect or mlflow (as the CLI does).
+apply_defaults()
+
+from tests.s3_server import s3_endpoint, s3_env  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session")

@@ -19,16 +19,17 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from fgrpo import exchange, layout, stack
-from fgrpo.cli import app
-from fgrpo.store import S3Store, StoreAccessDeniedError
+from fgrpo_app import stack
+from fgrpo_app.cli import app
 from fgrpo_core.aggregation import compute_weights
 from fgrpo_core.config import ExperimentConfig, parse_config
 from fgrpo_core.errors import ConfigError, DeltaValidationError
 from fgrpo_core.manifest import ClientManifest
 from fgrpo_core.types import ClientStats, ServerState
-from flows.client import owner_config
+from fgrpo_io import exchange, layout
+from fgrpo_io.store import S3Store, StoreAccessDeniedError
 from flows.distributed import fan_out
+from flows.owner import owner_config
 from tests.conftest import tiny_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

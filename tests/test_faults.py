@@ -31,14 +31,12 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from fgrpo import exchange, layout
-from fgrpo.cli import app
-from fgrpo.exchange import ConflictError
-from fgrpo.store import LocalStore, ObjectStore, S3Store, get_json, s3_client
+from fgrpo_app.cli import app
 from fgrpo_core.aggregation import aggregate_deltas
 from fgrpo_core.config import ExperimentConfig, parse_config
 from fgrpo_core.deltas import delta_norm, encode
 from fgrpo_core.errors import ConfigError, QuorumError
+from fgrpo_core.families import get_family
 from fgrpo_core.federation import (
     ClientUpdate,
     RoundOutcome,
@@ -51,8 +49,11 @@ from fgrpo_core.manifest import sha256_hex
 from fgrpo_core.models import ModelBundle, get_adapter, load_bundle, set_adapter
 from fgrpo_core.partition import EvalSets, client_data, eval_sets
 from fgrpo_core.runner import transport
-from fgrpo_core.tasks import get_family
 from fgrpo_core.types import Adapter, ClientStats, GlobalEval, RoundRow, ServerState
+from fgrpo_io import exchange, layout
+from fgrpo_io.environment import child_env
+from fgrpo_io.exchange import ConflictError
+from fgrpo_io.store import LocalStore, ObjectStore, S3Store, get_json, s3_client
 from tests import fault_hooks
 from tests.conftest import tiny_config
 from tests.s3_server import TEST_REGION, point_aws_env_at
@@ -528,7 +529,7 @@ def test_quorum_miss_in_the_aggregate_task_writes_nothing(round1: Round1, tmp_pa
 
 def test_theta_0_is_the_seeded_adapter_even_on_a_used_model(round1: Round1, tmp_path: Path) -> None:
     # Prepare: this worker's pooled model holds a trained adapter (an earlier experiment's round).
-    from fgrpo import runtime
+    from fgrpo_io import runtime
     from tasks.aggregate import initialise_task
 
     cfg = round1.config(store={"root": str(tmp_path / "store")})
@@ -731,7 +732,7 @@ def test_round_below_quorum_fails_cleanly_through_the_flow(
     # Assert: the MLflow parent run says FAILED instead of staying RUNNING.
     from mlflow import MlflowClient
 
-    from fgrpo.tracking import MLFLOW_EXPERIMENT, ROLE_TAG
+    from fgrpo_io.tracking import MLFLOW_EXPERIMENT, ROLE_TAG
 
     client = MlflowClient(tracking_uri=uri)
     experiment_id = client.get_experiment_by_name(MLFLOW_EXPERIMENT).experiment_id
@@ -842,16 +843,7 @@ def test_s3_outage_mid_round_is_carried_by_retries(
 
 def _cli_env(prefect_home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FGRPO_", "MLFLOW_"))}
-    env.update(
-        PREFECT_HOME=str(prefect_home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        MLFLOW_DISABLE_TELEMETRY="true",
-        DO_NOT_TRACK="1",
-    )
-    return env
+    return child_env(env, PREFECT_HOME=str(prefect_home))
 
 
 def _bare_round_2(round1: Round1) -> RoundOutcome:
@@ -876,7 +868,7 @@ def test_sigkilled_coordinator_resumes_to_the_uninterrupted_result(round1: Round
     path.write_text(yaml.safe_dump(raw))
     store, ident = LocalStore(Path(cfg.store.root)), exchange.identity(cfg)
     state_1 = store.root / layout.state_key(ident.prefix, ident.experiment, 1)
-    command = [sys.executable, "-m", "fgrpo.cli", "run", "--config", str(path), "--json"]
+    command = [sys.executable, "-m", "fgrpo_app.cli", "run", "--config", str(path), "--json"]
     env = _cli_env(tmp_path / "prefect-home")
 
     def start(name: str) -> subprocess.Popen[bytes]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from fgrpo.s3_access import owner_policy
+from fgrpo_app.s3_access import owner_policy
 from fgrpo_core.config import load_config
 from flows.distributed import CLIENT_FLOW_NAME, work_pool_name
 
@@ -68,11 +68,11 @@ def test_prefect_yaml_deploys_each_owner_and_a_scheduled_experiment() -> None:
     # Assert: the client flow on every owner's pool, with the device from job variables.
     for owner in OWNERS:
         dep = deployments[owner]
-        assert dep["entrypoint"] == "flows/client.py:client_round"
+        assert dep["entrypoint"] == "flows/owner.py:client_round"
         assert dep["work_pool"]["name"] == work_pool_name(owner)
         assert dep["work_pool"]["job_variables"]["env"]["FGRPO_DEVICE"] in {"cpu", "cuda"}
     experiment = deployments[DEMO.name]
     assert experiment["entrypoint"] == "flows/experiment.py:run_experiment"
     assert experiment["schedules"][0]["cron"]
     # The entrypoints exist and carry the flow names the coordinator starts.
-    assert f'@flow(name="{CLIENT_FLOW_NAME}"' in (REPO / "flows" / "client.py").read_text()
+    assert f'@flow(name="{CLIENT_FLOW_NAME}"' in (REPO / "flows" / "owner.py").read_text()

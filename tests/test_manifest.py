@@ -11,8 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from fgrpo import layout
-from fgrpo.store import StoreError
 from fgrpo_core.config import LoraSettings
 from fgrpo_core.errors import DeltaValidationError
 from fgrpo_core.manifest import (
@@ -23,6 +21,8 @@ from fgrpo_core.manifest import (
     config_hash,
 )
 from fgrpo_core.types import ClientStats
+from fgrpo_io import layout
+from fgrpo_io.store import StoreError
 
 DELTA = b"not really safetensors, but bytes all the same"
 EXPECTED: dict[str, Any] = {

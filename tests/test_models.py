@@ -15,6 +15,7 @@ from fgrpo_core.base_models import build_tiny_tokenizer, load_base_model
 from fgrpo_core.config import EvaluationSettings, LoraSettings, ModelSettings, parse_config
 from fgrpo_core.errors import AggregationError, ConfigError
 from fgrpo_core.evaluate import evaluate
+from fgrpo_core.families import generate_examples
 from fgrpo_core.models import (
     ModelBundle,
     build_peft_model,
@@ -25,7 +26,6 @@ from fgrpo_core.models import (
     set_adapter,
 )
 from fgrpo_core.rewards import exact
-from fgrpo_core.tasks import generate_examples
 
 FAMILIES = ["add1", "mul1"]
 

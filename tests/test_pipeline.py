@@ -14,7 +14,7 @@ import yaml
 from botocore.config import Config
 from typer.testing import CliRunner
 
-from fgrpo.cli import app
+from fgrpo_app.cli import app
 from fgrpo_core.aggregation import compute_weights
 from fgrpo_core.config import parse_config
 from fgrpo_core.types import ClientStats, ServerState
@@ -161,7 +161,7 @@ def test_champion_is_the_best_round(s3_run: dict[str, Any]) -> None:
 
 def test_timings_split_the_wall_time(s3_run: dict[str, Any]) -> None:
     # Prepare
-    from fgrpo.timing import ORCHESTRATION, PARTS, add
+    from fgrpo_io.timing import ORCHESTRATION, PARTS, add
 
     summary = s3_run["summary"]
     timings = summary["timings"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fgrpo import processes
+from fgrpo_app import processes
 
 # A process that ignores SIGTERM, so only the SIGKILL after the grace period ends it.
 _STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from fgrpo.cli import app
-from fgrpo.report_html import ExperimentData, RegistryInfo, read_store, render
-from fgrpo.store import LocalStore, put_json
+from fgrpo_app.cli import app
+from fgrpo_app.report_html import ExperimentData, RegistryInfo, read_store, render
+from fgrpo_io.store import LocalStore, put_json
 
 PREFIX, EXPERIMENT = "fgrpo", "exp-a"
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from fgrpo.store import (
+from fgrpo_core.config import StoreSettings
+from fgrpo_io.store import (
     LocalStore,
     ObjectExistsError,
     ObjectNotFoundError,
@@ -27,7 +28,6 @@ from fgrpo.store import (
     put_json,
     s3_client,
 )
-from fgrpo_core.config import StoreSettings
 from tests.s3_server import (  # noqa: F401
     S3Env,
     create_owner_credentials,

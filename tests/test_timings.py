@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fgrpo import timing
-from fgrpo.store import LocalStore, ObjectNotFoundError
-from fgrpo.timing import ORCHESTRATION, PARTS, Stopwatch, add, fit_to_wall, with_orchestration
+from fgrpo_io import timing
+from fgrpo_io.store import LocalStore, ObjectNotFoundError
+from fgrpo_io.timing import ORCHESTRATION, PARTS, Stopwatch, add, fit_to_wall, with_orchestration
 
 
 class FakeClock:

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from fgrpo.registry import get_aliases, register_round_model
-from fgrpo.tracking import (
+from fgrpo_core.config import TrackingSettings, parse_config
+from fgrpo_io.registry import get_aliases, register_round_model
+from fgrpo_io.tracking import (
     HTTP_ENV_DEFAULTS,
     PARAM_VALUE_LIMIT,
     TRUNCATION_MARKER,
@@ -23,7 +24,6 @@ from fgrpo.tracking import (
     flatten_config,
     resolve_tracking_uri,
 )
-from fgrpo_core.config import TrackingSettings, parse_config
 
 CONFIG = {
     "name": "track-test",

@@ -12,6 +12,7 @@ import torch
 from fgrpo_core.base_models import load_base_model
 from fgrpo_core.config import EvaluationSettings, ExperimentConfig, GrpoSettings, parse_config
 from fgrpo_core.evaluate import evaluate
+from fgrpo_core.families import generate_examples
 from fgrpo_core.models import (
     ModelBundle,
     build_peft_model,
@@ -21,7 +22,6 @@ from fgrpo_core.models import (
 )
 from fgrpo_core.partition import ClientData
 from fgrpo_core.rewards import exact, partial_credit
-from fgrpo_core.tasks import generate_examples
 from fgrpo_core.trainer import train_client
 from fgrpo_core.types import Adapter
 

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fgrpo.timing import Stopwatch
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.models import ModelBundle, load_bundle
+from fgrpo_io.timing import Stopwatch
 
 # (round, client id, step, max steps, latest reward)
 ProgressHook = Callable[[int, str, int, int, float], None]

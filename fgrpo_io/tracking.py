@@ -23,7 +23,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel
 
-from fgrpo_core.config import TrackingSettings
+from fgrpo_core.config import ExperimentConfig, TrackingSettings
 from fgrpo_core.errors import FgrpoError
 
 PARAM_VALUE_LIMIT = 6000  # MLflow rejects longer parameter values
@@ -118,6 +118,11 @@ def _check_reachable(uri: str, timeout_s: float) -> None:
             f"MLflow tracking server at {uri} is unreachable ({type(err).__name__}). Start it "
             "(`mlflow server --host 127.0.0.1 ...`) or fix tracking.tracking_uri / MLFLOW_TRACKING_URI."
         ) from err
+
+
+def tracker_for(cfg: ExperimentConfig) -> Tracker:
+    """The experiment's tracker (its configured or default tracking URI)."""
+    return Tracker(resolve_tracking_uri(cfg.tracking, Path(cfg.output_dir)))
 
 
 class Tracker:

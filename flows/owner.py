@@ -69,6 +69,6 @@ def client_round(
     cfg = owner_config(client_id, experiment, experiment_config)
     # Imported here: deploying this flow loads this file to read its parameters, and the
     # coordinator's machine should not need torch for that.
-    from tasks.client import train_client_task
+    from tasks.train import train_client_task
 
     return train_client_task(cfg, client_id, round_idx)

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import task
 
-from fgrpo.timing import Stopwatch, Timings
-from fgrpo.tracking import MLFLOW_EXPERIMENT, Tracker, flatten_config, resolve_tracking_uri
 from fgrpo_core.config import ExperimentConfig
+from fgrpo_io.timing import Stopwatch, Timings
+from fgrpo_io.tracking import MLFLOW_EXPERIMENT, flatten_config, tracker_for
 from tasks.retry import is_transient
-
-
-def tracker_for(cfg: ExperimentConfig) -> Tracker:
-    return Tracker(resolve_tracking_uri(cfg.tracking, Path(cfg.output_dir)))
 
 
 def _global_eval(evaluation: dict[str, Any]) -> dict[str, float]:

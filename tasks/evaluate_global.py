@@ -6,12 +6,12 @@ from typing import Any
 
 from prefect import task
 
-from fgrpo import exchange, runtime
-from fgrpo.store import make_store
-from fgrpo.timing import Stopwatch
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.federation import evaluate_families
 from fgrpo_core.partition import eval_sets
+from fgrpo_io import exchange, runtime
+from fgrpo_io.store import make_store
+from fgrpo_io.timing import Stopwatch
 from tasks.retry import is_transient
 
 

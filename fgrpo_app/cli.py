@@ -13,24 +13,10 @@ import typer
 
 from fgrpo_core.config import ExperimentConfig, load_config, parse_config
 from fgrpo_core.errors import ConfigError, FgrpoError
+from fgrpo_io.environment import apply_defaults
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Federated GRPO with FGRPO aggregation.")
 
-_QUIET_ENV = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "DO_NOT_TRACK": "1",
-    # OpenMP threads that busy-wait make torch in the main thread many times slower whenever the
-    # cores are shared (Prefect's API subprocess, other jobs): sleep instead. Set before torch loads.
-    "OMP_WAIT_POLICY": "PASSIVE",
-    # Prefect gives its embedded API server 20 s to start (a fresh PREFECT_HOME migrates its
-    # database first); a loaded 2-core machine has needed more (a CI run failed on it).
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-}
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -102,13 +88,12 @@ def run(
     except ConfigError as err:
         _fail(str(err))
         return
-    for key, value in _QUIET_ENV.items():
-        os.environ.setdefault(key, value)
+    apply_defaults()
     if json_out:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-    from fgrpo import runtime
-    from fgrpo.timing import summary_line, with_orchestration
+    from fgrpo_io import runtime
+    from fgrpo_io.timing import summary_line, with_orchestration
     from flows.experiment import run_experiment
 
     runtime.set_progress_hook(_progress_printer(json_out))
@@ -121,7 +106,7 @@ def run(
         return
     wall_s = time.monotonic() - started
     summary["wall_time_s"] = round(wall_s, 2)
-    # Orchestration is what the tasks' own measures leave of the wall time (fgrpo/timing.py).
+    # Orchestration is what the tasks' own measures leave of the wall time (fgrpo_io/timing.py).
     summary["timings"] = with_orchestration(summary["timings"], wall_s)
     summary["store"] = _store_description(cfg)
     summary["registry"] = _registry_summary(cfg) if cfg.tracking.enabled else None
@@ -137,16 +122,15 @@ def run(
 
 
 def _store_description(cfg: ExperimentConfig) -> str:
-    from fgrpo import layout
-    from fgrpo.store import make_store
+    from fgrpo_io import layout
+    from fgrpo_io.store import make_store
 
     return make_store(cfg.store).uri(layout.global_prefix(cfg.store.prefix, cfg.name))
 
 
 def _registry_summary(cfg: ExperimentConfig) -> dict[str, Any]:
-    from fgrpo.registry import get_aliases
-    from tasks.registry import registered_name
-    from tasks.tracking import tracker_for
+    from fgrpo_io.registry import get_aliases, registered_name
+    from fgrpo_io.tracking import tracker_for
 
     name = registered_name(cfg)
     return {"model": name, "aliases": get_aliases(tracker_for(cfg).client, name)}
@@ -172,11 +156,10 @@ def report(
     ] = None,
 ) -> None:
     """Write a self-contained HTML report of an experiment: plots, round table, registry, config."""
-    for key, value in _QUIET_ENV.items():
-        os.environ.setdefault(key, value)
-    from fgrpo.report_html import build_report
-    from fgrpo.store import LocalStore, ObjectStore, make_store
-    from fgrpo.tracking import flatten_config, resolve_tracking_uri
+    apply_defaults()
+    from fgrpo_app.report_html import build_report
+    from fgrpo_io.store import LocalStore, ObjectStore, make_store
+    from fgrpo_io.tracking import flatten_config, resolve_tracking_uri
 
     started = time.monotonic()
     model_name, output_dir, fallback = f"fgrpo-{experiment}", Path("runs"), None
@@ -227,7 +210,7 @@ if __name__ == "__main__":  # pragma: no cover
     main()
 
 
-# --- `fgrpo stack`: the distributed topology on 127.0.0.1 (fgrpo/stack.py) ---------------------
+# --- `fgrpo stack`: the distributed topology on 127.0.0.1 (fgrpo_app/stack.py) ---------------------
 stack_app = typer.Typer(
     no_args_is_help=True, help="Local Prefect + MLflow + S3 stack with one worker per owner."
 )
@@ -245,7 +228,7 @@ def stack_up(
     ] = None,
 ) -> None:
     """Start the servers, one work pool + deployment + worker per owner; print the env to use."""
-    from fgrpo import stack
+    from fgrpo_app import stack
 
     try:
         cfg = load_config(config)
@@ -270,7 +253,7 @@ def stack_up(
 @stack_app.command("down")
 def stack_down(stack_dir: Annotated[Path, _STACK_DIR_OPTION] = Path("runs/stack")) -> None:
     """Stop exactly the processes `up` started (workers first); keep the data."""
-    from fgrpo import stack
+    from fgrpo_app import stack
 
     try:
         rows = stack.down(stack_dir)
@@ -289,7 +272,7 @@ def stack_status(
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Each component of the stack: pid, alive, URL."""
-    from fgrpo import stack
+    from fgrpo_app import stack
 
     rows = stack.status(stack_dir)
     if json_out:

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fgrpo import layout
-from fgrpo.report_plots import accuracy_plot, clients_plot
-from fgrpo.reports import ROUND_COLUMNS
-from fgrpo.store import ObjectStore, StoreError, get_json
-from fgrpo.timing import PARTS
+from fgrpo_app.report_plots import accuracy_plot, clients_plot
+from fgrpo_io import layout
+from fgrpo_io.reports import ROUND_COLUMNS
+from fgrpo_io.store import ObjectStore, StoreError, get_json
+from fgrpo_io.timing import PARTS
 
 REPORT_FILE = "report.json"
 
@@ -69,8 +69,8 @@ def read_mlflow(data: ExperimentData, tracking_uri: str, model_name: str) -> Non
         # Opening it would create an empty database: there is nothing to read.
         data.notes.append(f"No MLflow database at {sqlite_file}: registry and config not shown.")
         return
-    from fgrpo.registry import get_aliases
-    from fgrpo.tracking import EXPERIMENT_TAG, MLFLOW_EXPERIMENT, ROLE_TAG, SCORE_TAG, Tracker
+    from fgrpo_io.registry import get_aliases
+    from fgrpo_io.tracking import EXPERIMENT_TAG, MLFLOW_EXPERIMENT, ROLE_TAG, SCORE_TAG, Tracker
 
     client = Tracker(tracking_uri).client
     mlflow_experiment = client.get_experiment_by_name(MLFLOW_EXPERIMENT)
@@ -246,7 +246,7 @@ def build_report(
     ``fallback_config`` (flattened params, where they come from) fills the config section when
     MLflow has no run of the experiment.
     """
-    from fgrpo.tracking import TrackingError
+    from fgrpo_io.tracking import TrackingError
 
     data = read_store(store, prefix, experiment)
     if tracking_uri is None:

@@ -11,8 +11,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from fgrpo import layout
-from fgrpo.store import ObjectExistsError, ObjectNotFoundError, ObjectStore, get_json, put_json
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.deltas import Encoding, decode, encode
 from fgrpo_core.errors import DeltaValidationError, FgrpoError
@@ -25,6 +23,8 @@ from fgrpo_core.manifest import (
     sha256_hex,
 )
 from fgrpo_core.types import Adapter, ClientStats, ServerState
+from fgrpo_io import layout
+from fgrpo_io.store import ObjectExistsError, ObjectNotFoundError, ObjectStore, get_json, put_json
 
 
 class ConflictError(FgrpoError):
@@ -193,7 +193,7 @@ def read_client_delta(
         raise DeltaValidationError(
             "manifest",
             f"client {client_id}: malformed manifest {store.uri(mkey)}: {err}; upload the manifest "
-            "that fgrpo writes (fgrpo.exchange.write_client_delta)",
+            "that fgrpo writes (fgrpo_io.exchange.write_client_delta)",
         ) from err
     check_client_manifest(
         manifest,

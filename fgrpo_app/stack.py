@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fgrpo.processes import (
+from fgrpo_app.processes import (
     HOST,
     READY_TIMEOUT_S,
     Component,
@@ -33,28 +33,20 @@ from fgrpo.processes import (
     tail,
     wait_http,
 )
-from fgrpo.s3_access import provision_minio, provision_moto
-from fgrpo.store import ENDPOINT_ENV
+from fgrpo_app.s3_access import provision_minio, provision_moto
 from fgrpo_core.config import ExperimentConfig
+from fgrpo_io.environment import child_env
+from fgrpo_io.store import ENDPOINT_ENV
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 STATE_FILE = "stack.json"
 # Inherited variables a worker must not see: the coordinator's credentials and endpoints.
 _PRIVATE_PREFIXES = ("AWS_", "PREFECT_", "MLFLOW_", "FGRPO_")
-_QUIET = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "1",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
 
 
 def _base_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
-    env.update(_QUIET)
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
+    env = child_env(inherited)
     # Nothing from the operator's own AWS set-up may reach a component.
     env.update(
         AWS_CONFIG_FILE="/nonexistent",
@@ -101,7 +93,7 @@ def _deploy_clients(api_url: str, cfg: ExperimentConfig) -> None:
         asyncio.run(create_pools())
         for spec in cfg.clients:
             client_flow: Any = Flow.from_source(
-                source=str(REPO_DIR), entrypoint="flows/client.py:client_round"
+                source=str(REPO_DIR), entrypoint="flows/owner.py:client_round"
             )
             client_flow.deploy(
                 name=spec.id,
@@ -297,8 +289,8 @@ def _start_worker(
     stack_dir: Path,
 ) -> Component:
     """One owner's worker: only its own credentials, config and Prefect home."""
-    from flows.client import OWNER_CONFIG_ENV, OWNER_ID_ENV
     from flows.distributed import work_pool_name
+    from flows.owner import OWNER_CONFIG_ENV, OWNER_ID_ENV
 
     home = stack_dir / "workers" / owner
     home.mkdir(parents=True, exist_ok=True)

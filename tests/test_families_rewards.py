@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fgrpo_core import rewards, tasks
+from fgrpo_core import families, rewards
 from fgrpo_core.errors import TaskError
+from fgrpo_core.families import FAMILIES, Example, generate_examples, get_family, load_local_examples
 from fgrpo_core.rewards import (
     REWARD_RANGES,
     REWARDS,
@@ -27,7 +28,6 @@ from fgrpo_core.rewards import (
     scaled,
     scaled_range,
 )
-from fgrpo_core.tasks import FAMILIES, Example, generate_examples, get_family, load_local_examples
 
 
 def my_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
@@ -266,4 +266,4 @@ def test_load_local_missing_and_empty(tmp_path: Path) -> None:
         load_local_examples(tmp_path / "nope.jsonl")
     with pytest.raises(TaskError, match="no examples"):
         load_local_examples(_write_jsonl(tmp_path / "empty.jsonl", [""]))
-    assert tasks.rewards is rewards  # tasks takes its reward ranges from the one registry
+    assert families.rewards is rewards  # tasks takes its reward ranges from the one registry

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
-from fgrpo.store import ObjectStore
+from fgrpo_io.store import ObjectStore
 
 Timings = dict[str, float]
 

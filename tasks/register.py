@@ -6,18 +6,14 @@ from typing import Any
 
 from prefect import task
 
-from fgrpo import exchange, runtime
-from fgrpo.registry import register_round_model
-from fgrpo.store import make_store
-from fgrpo.timing import Stopwatch
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.models import save_adapter_folder
+from fgrpo_io import exchange, runtime
+from fgrpo_io.registry import register_round_model, registered_name
+from fgrpo_io.store import make_store
+from fgrpo_io.timing import Stopwatch
+from fgrpo_io.tracking import tracker_for
 from tasks.retry import is_transient
-from tasks.tracking import tracker_for
-
-
-def registered_name(cfg: ExperimentConfig) -> str:
-    return cfg.tracking.registered_model_name or f"fgrpo-{cfg.name}"
 
 
 @task(

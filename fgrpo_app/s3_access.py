@@ -18,8 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from fgrpo import layout
 from fgrpo_core.config import ExperimentConfig
+from fgrpo_io import layout
 
 
 def owner_policy(bucket: str, prefix: str, experiment: str, owner: str) -> dict[str, Any]:

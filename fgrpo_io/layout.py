@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from fgrpo.store import StoreError
 from fgrpo_core.settings import CLIENT_ID_PATTERN
+from fgrpo_io.store import StoreError
 
 # Same pattern as ExperimentConfig.name (fgrpo_core.config).
 EXPERIMENT_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$"
@@ -64,6 +64,11 @@ def global_manifest_key(prefix: str, experiment: str, t: int) -> str:
 def round_table_key(prefix: str, experiment: str, t: int) -> str:
     """Key of round t's table (rows of every client, accepted or not), written before its state."""
     return f"{global_prefix(prefix, experiment)}{_round(t)}/table.json"
+
+
+def report_key(prefix: str, experiment: str, t: int) -> str:
+    """Key of round t's report (table, evaluation, registry outcome), written after its commit."""
+    return f"{global_prefix(prefix, experiment)}{_round(t)}/report.json"
 
 
 def client_prefix(prefix: str, experiment: str, client: str) -> str:

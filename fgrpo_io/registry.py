@@ -13,9 +13,15 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import RegisteredModel
 from mlflow.exceptions import MlflowException
 
-from fgrpo.tracking import SCORE_TAG, TrackingError, mlflow_errors
+from fgrpo_core.config import ExperimentConfig
+from fgrpo_io.tracking import SCORE_TAG, TrackingError, mlflow_errors
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def registered_name(cfg: ExperimentConfig) -> str:
+    """The registered model of an experiment: the configured name, else ``fgrpo-<experiment>``."""
+    return cfg.tracking.registered_model_name or f"fgrpo-{cfg.name}"
 
 
 @dataclass(frozen=True)
