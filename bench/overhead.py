@@ -66,15 +66,14 @@ def bench_config(path: Path, work: Path, name: str) -> Any:
 
 def run_pipeline(cfg: Any) -> dict[str, Any]:
     """One experiment through the Prefect flows; its wall time, split and weights per round."""
-    from fgrpo_io import runtime
-    from fgrpo_io.timing import with_orchestration
+    from fgrpo_io import runtime, timing
     from flows.experiment import run_experiment
 
     runtime.clear_bundles()  # a fresh `fgrpo run` loads its model once: so does each run here
-    with runtime.flow_settings():  # as `fgrpo run` does
+    with runtime.flow_settings(), timing.collect() as collected:  # as `fgrpo run` does
         wall_s, summary = _timed(lambda: run_experiment(cfg))
-    weights = [{r["client_id"]: r["weight"] for r in rep["rows"]} for rep in summary["rounds"]]
-    return {"wall_s": wall_s, "timings": with_orchestration(summary["timings"], wall_s), "weights": weights}
+    weights = [{r.client_id: r.weight for r in rep.rows} for rep in summary.rounds]
+    return {"wall_s": wall_s, "timings": timing.with_orchestration(collected.totals, wall_s), "weights": weights}
 
 
 def run_bare(cfg: Any, work: Path) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from fgrpo_io.environment import apply_defaults
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Federated GRPO with FGRPO aggregation.")
 
 
-
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -92,22 +91,21 @@ def run(
     if json_out:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-    from fgrpo_io import runtime
-    from fgrpo_io.timing import summary_line, with_orchestration
+    from fgrpo_io import runtime, timing
     from flows.experiment import run_experiment
 
     runtime.set_progress_hook(_progress_printer(json_out))
     started = time.monotonic()
     try:
-        with runtime.flow_settings():
-            summary = run_experiment(cfg)
+        with runtime.flow_settings(), timing.collect() as collected:
+            summary = run_experiment(cfg).model_dump(mode="json")
     except FgrpoError as err:
         _fail(f"{type(err).__name__}: {err}", code=1)
         return
     wall_s = time.monotonic() - started
     summary["wall_time_s"] = round(wall_s, 2)
     # Orchestration is what the tasks' own measures leave of the wall time (fgrpo_io/timing.py).
-    summary["timings"] = with_orchestration(summary["timings"], wall_s)
+    summary["timings"] = timing.with_orchestration(collected.totals, wall_s)
     summary["store"] = _store_description(cfg)
     summary["registry"] = _registry_summary(cfg) if cfg.tracking.enabled else None
     if json_out:
@@ -116,7 +114,7 @@ def run(
     for report in summary["rounds"]:
         typer.echo(_summary_line(report))
     typer.echo(f"done in {summary['wall_time_s']:.1f} s; store: {summary['store']}")
-    typer.echo(f"time split: {summary_line(summary['timings'])}")
+    typer.echo(f"time split: {timing.summary_line(summary['timings'])}")
     if summary["mlflow_run_id"]:
         typer.echo(f"MLflow parent run {summary['mlflow_run_id']}; registry: {summary['registry']}")
 

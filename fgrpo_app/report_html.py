@@ -1,7 +1,7 @@
 """A self-contained HTML report of one experiment (``fgrpo report``), from its store and MLflow.
 
-The store gives the round reports (``{prefix}/{experiment}/global/round-XXXX/report.json``, written
-by tasks/report.py) and the last committed server state (SPEC §7); MLflow gives the config (the
+The store gives the round results (``{prefix}/{experiment}/global/round-XXXX/result.json``, written
+once by tasks/aggregate.py's commit, and round 0's ``evaluation.json``) and the last committed server state (SPEC §7); MLflow gives the config (the
 parent run's params) and the registry's versions and aliases. Plots are PNGs drawn with
 matplotlib's Agg canvas and embedded as base64, so the file opens anywhere, offline.
 """
@@ -21,7 +21,7 @@ from fgrpo_io.reports import ROUND_COLUMNS
 from fgrpo_io.store import ObjectStore, StoreError, get_json
 from fgrpo_io.timing import PARTS
 
-REPORT_FILE = "report.json"
+RESULT_FILE = "result.json"
 
 
 @dataclass
@@ -48,15 +48,17 @@ class ExperimentData:
 
 
 def read_store(store: ObjectStore, prefix: str, experiment: str) -> ExperimentData:
-    """The round reports (sorted by round) and the last committed state of ``experiment``."""
+    """Round 0's evaluation, the round results (sorted by round) and the last committed state."""
     base = layout.global_prefix(prefix, experiment)
-    keys = [k for k in store.list_keys(base) if k.endswith(f"/{REPORT_FILE}")]
-    if not keys:
+    keys = [k for k in store.list_keys(base) if k.endswith(f"/{RESULT_FILE}")]
+    initial_key = layout.initial_evaluation_key(prefix, experiment)
+    if not store.exists(initial_key):
         raise StoreError(
-            f"no round reports of experiment {experiment!r} under {store.uri(base)}: check the "
+            f"no round results of experiment {experiment!r} under {store.uri(base)}: check the "
             "experiment name, --config, or --store-root and --prefix"
         )
-    rounds = sorted((get_json(store, k) for k in keys), key=lambda r: int(r["round"]))
+    initial = {"round": 0, "rows": [], "evaluation": get_json(store, initial_key)}
+    rounds = [initial, *sorted((get_json(store, k) for k in keys), key=lambda r: int(r["round"]))]
     committed = layout.committed_rounds(store.list_keys(layout.state_prefix(prefix, experiment)))
     state = get_json(store, layout.state_key(prefix, experiment, committed[-1])) if committed else None
     return ExperimentData(experiment, store.uri(base), rounds, state)

@@ -6,7 +6,6 @@ orchestrated pipeline compute the same thing. Nothing here touches a store or a 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from fgrpo_core import rewards
 from fgrpo_core.aggregation import aggregate_deltas, compute_weights, screen_norms
 from fgrpo_core.client_rewards import client_reward, family_dispatch
 from fgrpo_core.config import ClientSpec, ExperimentConfig
-from fgrpo_core.deltas import apply_delta, subtract, validate_delta
+from fgrpo_core.deltas import apply_delta, subtract
 from fgrpo_core.errors import ConfigError, DeltaValidationError, QuorumError
 from fgrpo_core.evaluate import evaluate
 from fgrpo_core.families import Example, get_family
@@ -25,6 +24,7 @@ from fgrpo_core.models import ModelBundle, set_adapter
 from fgrpo_core.partition import ClientData, client_data
 from fgrpo_core.trainer import train_client
 from fgrpo_core.types import Adapter, ClientStats, FamilyScore, GlobalEval, RoundRow, ServerState
+from fgrpo_core.update_checks import check_update
 
 Progress = Callable[[int, int, float], None]
 
@@ -141,40 +141,6 @@ def probe_stats(
 # --- the coordinator's side (SPEC §1 coordinator steps 1-3, §5 validation) ----------------------
 
 
-def check_reported_stats(client_id: str, stats: ClientStats, round_idx: int) -> None:
-    """Refuse a report that belongs to another round or client, or whose scalars cannot be weighted.
-
-    Raises DeltaValidationError (reason ``manifest`` or ``stats``): one bad report is rejected and
-    recorded, the round goes on with the others (``compute_weights`` would fail the whole round).
-    """
-    if stats.round != round_idx or stats.client_id != client_id:
-        raise DeltaValidationError(
-            "manifest",
-            f"client {client_id!r} reported stats of client {stats.client_id!r} for round "
-            f"{stats.round}, but this is round {round_idx} (a replay or a late delta); the client "
-            "must train from the current global adapter",
-        )
-    scalars = {
-        "r_pre": stats.r_pre,
-        "r_post": stats.r_post,
-        "sigma": stats.sigma,
-        "sigma_diff": stats.sigma_diff,
-        "reward_lo": stats.reward_lo,
-        "reward_hi": stats.reward_hi,
-    }
-    bad = sorted(name for name, value in scalars.items() if not math.isfinite(value))
-    if bad:
-        raise DeltaValidationError(
-            "stats", f"client {client_id!r} reported non-finite {bad}: its evaluation diverged"
-        )
-    if stats.reward_hi <= stats.reward_lo:
-        raise DeltaValidationError(
-            "stats",
-            f"client {client_id!r} reported the reward range [{stats.reward_lo}, {stats.reward_hi}]: "
-            "reward_hi must exceed reward_lo (report its task family's range)",
-        )
-
-
 @dataclass
 class RoundOutcome:
     """A committed round: the new global adapter, the round table and the new server state."""
@@ -203,12 +169,18 @@ def aggregate_round(
     stats from its delta.
     """
     agg = cfg.aggregation
+    # The coordinator's own enrolment figures (SPEC §5): a manifest's n_k is only a claim.
+    enrolled = {c.id: c.n_train for c in cfg.clients}
     rejected: dict[str, str] = dict(failed)
     valid: dict[str, ClientUpdate] = {}
     for cid in sorted(updates):
+        if cid not in enrolled:
+            rejected[cid] = f"manifest: {cid!r} is not an enrolled client of this experiment"
+            continue
         try:
-            check_reported_stats(cid, updates[cid].stats, round_idx)
-            validate_delta(updates[cid].delta, global_adapter)
+            check_update(
+                cid, updates[cid].stats, updates[cid].delta, global_adapter, round_idx, enrolled[cid]
+            )
         except DeltaValidationError as err:
             rejected[cid] = f"{err.reason}: {err}"
             continue
@@ -234,7 +206,12 @@ def aggregate_round(
     stats = []
     for cid in sorted(kept):
         update = ClientUpdate(delta=kept[cid], stats=valid[cid].stats)
-        stats.append(probe(cid, update) if probe is not None else update.stats)
+        # Under server_probe nothing self-reported enters the weights: n_k is the enrolment figure.
+        stats.append(
+            probe(cid, update).model_copy(update={"n_k": enrolled[cid]})
+            if probe is not None
+            else update.stats
+        )
     weight_rows, new_state = compute_weights(stats, state, agg)
     weights = {r.client_id: r.weight for r in weight_rows}
     new_adapter = aggregate_deltas(global_adapter, kept, weights, agg.server_lr, agg.lora_aggregation)

@@ -7,14 +7,14 @@ or a delta that claims to be another client's, before any arithmetic. Pure: no I
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from fgrpo_core.deltas import sha256_hex
 from fgrpo_core.errors import ConfigError, DeltaValidationError
 from fgrpo_core.types import ClientStats
 
@@ -62,16 +62,6 @@ class ClientManifest(_StoredObjectManifest):
     delta_key: str = Field(min_length=1, description="Store key of the delta file.")
     stats: ClientStats = Field(description="The client's scalar report of the round (SPEC §1).")
 
-    @model_validator(mode="after")
-    def _stats_match_identity(self) -> ClientManifest:
-        # The stats repeat round and client id; two disagreeing copies would make either a lie.
-        if self.stats.round != self.round or self.stats.client_id != self.client_id:
-            raise ValueError(
-                f"stats (client {self.stats.client_id!r}, round {self.stats.round}) disagree with the "
-                f"manifest (client {self.client_id!r}, round {self.round})"
-            )
-        return self
-
 
 class GlobalManifest(_StoredObjectManifest):
     """What the coordinator writes next to each global adapter theta_t (``round``: t)."""
@@ -80,45 +70,6 @@ class GlobalManifest(_StoredObjectManifest):
     parent_key: str | None = Field(description="Key of the previous global adapter (None at round 0).")
     clients: list[str] = Field(description="Clients whose deltas were averaged into this adapter.")
     strategy: str = Field(description="Aggregation strategy that produced it ('init' at round 0).")
-
-
-def check_client_manifest(
-    m: ClientManifest,
-    *,
-    experiment: str,
-    round: int,
-    client_id: str,
-    base_model_id: str,
-    base_revision: str,
-    adapter_config_hash: str,
-) -> None:
-    """Raise DeltaValidationError(reason="manifest") unless the manifest is the expected one."""
-    # (field, value found, value expected, what a mismatch usually means)
-    checks: list[tuple[str, object, object, str]] = [
-        ("experiment", m.experiment, experiment, "a delta from another experiment"),
-        ("round", m.round, round, "a replay of another round, or a late delta"),
-        ("client_id", m.client_id, client_id, "a delta that claims to be another client's"),
-        ("base_model_id", m.base_model_id, base_model_id, "trained on another base model"),
-        ("base_revision", m.base_revision, base_revision, "trained on another base model revision"),
-        (
-            "adapter_config_hash",
-            m.adapter_config_hash,
-            adapter_config_hash,
-            "trained with another LoRA configuration",
-        ),
-    ]
-    for field, found, expected, meaning in checks:
-        if found != expected:
-            raise DeltaValidationError(
-                "manifest",
-                f"client manifest field '{field}' is {found!r} but {expected!r} was expected "
-                f"({meaning}); the client must upload a delta for the current global adapter",
-            )
-
-
-def sha256_hex(data: bytes) -> str:
-    """Hex sha256 of a byte string."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def check_sha256(data: bytes, expected: str, what: str) -> None:

@@ -270,6 +270,14 @@ class FederationSettings(_Strict):
         description="'embedded': clients run as tasks of the coordinator's flow; 'distributed': each "
         "client runs as a deployment in its owner's work pool.",
     )
+    max_eval_drop: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Commit gate: refuse a round whose new global loses more than this much macro "
+        "accuracy (0..1) on the coordinator's evaluation against the head's; theta_{t-1} stays the "
+        "head. None: only a non-finite global is refused.",
+    )
 
 
 class StoreSettings(_Strict):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -110,3 +112,64 @@ class GlobalEval(BaseModel):
     @property
     def macro_accuracy(self) -> float:
         return sum(f.accuracy for f in self.families.values()) / max(1, len(self.families))
+
+
+class EvalSummary(BaseModel):
+    """A global adapter's evaluation as logged and reported: per family and the macro average."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    families: dict[str, FamilyScore]
+    macro_accuracy: float
+
+    @classmethod
+    def of(cls, evaluation: GlobalEval) -> EvalSummary:
+        return cls(families=evaluation.families, macro_accuracy=evaluation.macro_accuracy)
+
+
+class RegistryOutcome(BaseModel):
+    """Which model version a round registered and which alias it got (SPEC §6)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str
+    alias: str = Field(description="'champion' or 'challenger'.")
+    champion_version: str = Field(description="The champion after this registration.")
+
+
+class Candidate(BaseModel):
+    """A round aggregated but not committed yet: the commit gate decides on it (tasks/aggregate.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    round: int = Field(ge=1)
+    candidate_key: str = Field(description="Store key of the aggregate's bytes (no manifest yet).")
+    candidate_sha256: str
+    candidate_nbytes: int
+    rows: list[RoundRow]
+    accepted: list[str]
+    state: ServerState = Field(description="The server state after this round, if it commits.")
+
+
+class RoundResult(BaseModel):
+    """Everything one round produced: returned across the Prefect boundary, written once to the
+    store (``result.json``), logged once to MLflow and rendered once (``fgrpo_io.reports``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    round: int = Field(ge=1)
+    status: Literal["committed", "refused"] = Field(
+        description="'refused': the new global failed the commit gate and theta_{t-1} stays the head."
+    )
+    reason: str = Field("", description="Why the commit gate refused the round; empty if committed.")
+    global_key: str = Field(description="Store key of theta_t (theta_{t-1}'s when refused).")
+    candidate_key: str = Field(description="Store key of the aggregate this round computed.")
+    state_key: str
+    rows: list[RoundRow]
+    evaluation: EvalSummary = Field(description="The candidate's global evaluation.")
+    mlflow_round_run_id: str | None = None
+    registry: RegistryOutcome | None = None
+
+    @property
+    def macro_accuracy(self) -> float:
+        return self.evaluation.macro_accuracy

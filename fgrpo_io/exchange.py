@@ -1,30 +1,39 @@
-"""Reading and writing adapters, deltas, manifests and server state in the object store.
+"""Reading and writing adapters, deltas, manifests, round results and server state in the store.
 
 Objects are written before their manifest, and a manifest is the commit marker: a reader trusts
-nothing without one and checks the object's sha256 against it on every read (SPEC §5, §7). No
-write overwrites a committed object.
+nothing without one and checks the object's sha256 against it (SPEC §5, §7). No write overwrites a
+committed object. A global adapter is decoded at most once per process: what this process wrote
+or read is kept (the last few rounds) and served again without touching the store's bytes.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
 from dataclasses import dataclass
-from typing import Any
+
+import torch
 
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.deltas import Encoding, decode, encode
 from fgrpo_core.errors import DeltaValidationError, FgrpoError
-from fgrpo_core.manifest import (
-    ClientManifest,
-    GlobalManifest,
-    check_client_manifest,
-    check_sha256,
-    config_hash,
-    sha256_hex,
-)
-from fgrpo_core.types import Adapter, ClientStats, ServerState
+from fgrpo_core.manifest import ClientManifest, GlobalManifest, check_sha256, config_hash, sha256_hex
+from fgrpo_core.types import Adapter, ClientStats, RoundResult, ServerState
+from fgrpo_core.update_checks import Expected, check_envelope
 from fgrpo_io import layout
-from fgrpo_io.store import ObjectExistsError, ObjectNotFoundError, ObjectStore, get_json, put_json
+from fgrpo_io.store import (
+    ObjectExistsError,
+    ObjectNotFoundError,
+    ObjectStore,
+    ObjectTooLargeError,
+    get_json,
+    put_json,
+)
+
+_CACHE_ROUNDS = 3
+_cache_lock = threading.Lock()
+_cache: dict[tuple[str, str], Adapter] = {}  # (adapter URI, sha256) -> theta_t
 
 
 class ConflictError(FgrpoError):
@@ -57,8 +66,7 @@ def _put_once(store: ObjectStore, key: str, data: bytes) -> None:
     try:
         store.put_bytes(key, data)
     except ObjectExistsError:
-        existing = store.get_bytes(key)
-        if sha256_hex(existing) != sha256_hex(data):
+        if sha256_hex(store.get_bytes(key)) != sha256_hex(data):
             raise ConflictError(
                 f"{store.uri(key)} already holds different bytes; committed objects are never "
                 "overwritten: start a new experiment name or delete the run's folder by hand"
@@ -69,30 +77,53 @@ def _put_json_once(store: ObjectStore, key: str, obj: object) -> None:
     _put_once(store, key, json.dumps(obj, indent=2, sort_keys=True).encode())
 
 
+def _remember(uri: str, sha: str, adapter: Adapter) -> None:
+    with _cache_lock:
+        _cache[(uri, sha)] = adapter
+        while len(_cache) > _CACHE_ROUNDS:
+            _cache.pop(next(iter(_cache)))
+
+
+def forget_cached_globals() -> None:
+    """Drop the process's decoded global adapters (tests that tamper with a store use it)."""
+    with _cache_lock:
+        _cache.clear()
+
+
 # --- global adapters -------------------------------------------------------------------------
 
 
-def write_global(
-    store: ObjectStore,
-    ident: Identity,
-    t: int,
-    adapter: Adapter,
-    clients: list[str],
-    strategy: str,
-) -> str:
-    """Write theta_t and its manifest; return the adapter's key."""
+def write_global_adapter(
+    store: ObjectStore, ident: Identity, t: int, adapter: Adapter
+) -> tuple[str, str, int]:
+    """Write candidate theta_t's bytes (not yet committed: no manifest); return (key, sha256, nbytes)."""
     data = encode(adapter, "float32")
     key = layout.global_adapter_key(ident.prefix, ident.experiment, t)
     _put_once(store, key, data)
+    sha = sha256_hex(data)
+    _remember(store.uri(key), sha, adapter)
+    return key, sha, len(data)
+
+
+def write_global_manifest(
+    store: ObjectStore,
+    ident: Identity,
+    t: int,
+    adapter: tuple[str, str, int],
+    clients: list[str],
+    strategy: str,
+) -> GlobalManifest:
+    """Name theta_t: the adapter (key, sha256, nbytes) it is; a refused round names theta_{t-1}'s."""
+    adapter_key, sha, nbytes = adapter
     manifest = GlobalManifest(
         experiment=ident.experiment,
         round=t,
         base_model_id=ident.base_model_id,
         base_revision=ident.base_revision,
         adapter_config_hash=ident.adapter_config_hash,
-        sha256=sha256_hex(data),
-        nbytes=len(data),
-        adapter_key=key,
+        sha256=sha,
+        nbytes=nbytes,
+        adapter_key=adapter_key,
         parent_key=layout.global_adapter_key(ident.prefix, ident.experiment, t - 1) if t > 0 else None,
         clients=clients,
         strategy=strategy,
@@ -100,10 +131,9 @@ def write_global(
     mkey = layout.global_manifest_key(ident.prefix, ident.experiment, t)
     if store.exists(mkey):
         # A retry after the manifest was written: keep the committed one.
-        read_global_manifest(store, ident, t)
-    else:
-        put_json(store, mkey, manifest.model_dump(mode="json"))
-    return key
+        return read_global_manifest(store, ident, t)
+    put_json(store, mkey, manifest.model_dump(mode="json"))
+    return manifest
 
 
 def read_global_manifest(store: ObjectStore, ident: Identity, t: int) -> GlobalManifest:
@@ -120,13 +150,24 @@ def read_global_manifest(store: ObjectStore, ident: Identity, t: int) -> GlobalM
     return manifest
 
 
+def read_adapter(store: ObjectStore, key: str, sha256: str, nbytes: int | None = None) -> Adapter:
+    """The adapter stored under ``key`` with this sha256 (decoded once per process)."""
+    uri = store.uri(key)
+    with _cache_lock:
+        cached = _cache.get((uri, sha256))
+    if cached is not None:
+        return dict(cached)  # the tensors are shared and never modified in place
+    data = store.get_bytes(key, max_bytes=nbytes)
+    check_sha256(data, sha256, uri)
+    adapter, _ = decode(data)
+    _remember(uri, sha256, adapter)
+    return dict(adapter)
+
+
 def read_global(store: ObjectStore, ident: Identity, t: int) -> Adapter:
     """theta_t, verified against its manifest's sha256."""
     manifest = read_global_manifest(store, ident, t)
-    data = store.get_bytes(manifest.adapter_key)
-    check_sha256(data, manifest.sha256, store.uri(manifest.adapter_key))
-    adapter, _ = decode(data)
-    return adapter
+    return read_adapter(store, manifest.adapter_key, manifest.sha256, manifest.nbytes)
 
 
 # --- client deltas ----------------------------------------------------------------------------
@@ -134,8 +175,8 @@ def read_global(store: ObjectStore, ident: Identity, t: int) -> Adapter:
 
 def write_client_delta(
     store: ObjectStore, ident: Identity, t: int, delta: Adapter, stats: ClientStats, encoding: Encoding
-) -> tuple[str, ClientManifest]:
-    """Upload a client's delta for round t (from theta_{t-1}) and its manifest; return the manifest key."""
+) -> ClientManifest:
+    """Upload a client's delta for round t (from theta_{t-1}) and its manifest; return the manifest."""
     data = encode(delta, encoding)
     key = layout.client_delta_key(ident.prefix, ident.experiment, stats.client_id, t)
     manifest = ClientManifest(
@@ -159,94 +200,92 @@ def write_client_delta(
                 f"{store.uri(mkey)}: client {stats.client_id} already committed a different delta "
                 f"for round {t}; a committed delta is never replaced"
             )
-        return mkey, committed
+        return committed
     _put_once(store, key, data)
     put_json(store, mkey, manifest.model_dump(mode="json"))
-    return mkey, manifest
+    return manifest
 
 
-def committed_client_manifest(
-    store: ObjectStore, ident: Identity, t: int, client_id: str
-) -> ClientManifest | None:
-    """The client's committed manifest for round t, or None when it has not delivered yet."""
-    mkey = layout.client_manifest_key(ident.prefix, ident.experiment, client_id, t)
-    if not store.exists(mkey):
-        return None
-    return ClientManifest.model_validate(get_json(store, mkey))
+@functools.lru_cache(maxsize=8)
+def _encoded_nbytes(signature: tuple[tuple[str, tuple[int, ...]], ...], encoding: Encoding) -> int:
+    return len(encode({k: torch.zeros(shape) for k, shape in signature}, encoding))
 
 
-def read_client_delta(
-    store: ObjectStore, ident: Identity, t: int, client_id: str
-) -> tuple[Adapter, ClientManifest]:
-    """A client's delta for round t after the manifest and sha256 checks (SPEC §5)."""
-    mkey = layout.client_manifest_key(ident.prefix, ident.experiment, client_id, t)
-    try:
-        raw = store.get_bytes(mkey)
-    except ObjectNotFoundError as err:
-        raise DeltaValidationError(
-            "manifest", f"client {client_id} uploaded no manifest for round {t}"
-        ) from err
-    try:
-        # Not JSON, or not a manifest: pydantic reports both as a ValidationError (a ValueError).
-        manifest = ClientManifest.model_validate_json(raw)
-    except ValueError as err:
-        raise DeltaValidationError(
-            "manifest",
-            f"client {client_id}: malformed manifest {store.uri(mkey)}: {err}; upload the manifest "
-            "that fgrpo writes (fgrpo_io.exchange.write_client_delta)",
-        ) from err
-    check_client_manifest(
-        manifest,
+def expected_delta_nbytes(global_adapter: Adapter, encoding: Encoding) -> int:
+    """The exact size of a delta of this layout in this encoding (the header does not depend on values)."""
+    signature = tuple((k, tuple(global_adapter[k].shape)) for k in sorted(global_adapter))
+    return _encoded_nbytes(signature, encoding)
+
+
+def expected_update(
+    ident: Identity, t: int, client_id: str, global_adapter: Adapter, encoding: Encoding
+) -> Expected:
+    """What the coordinator expects of owner ``client_id``'s manifest for round t."""
+    return Expected(
         experiment=ident.experiment,
         round=t,
         client_id=client_id,
         base_model_id=ident.base_model_id,
         base_revision=ident.base_revision,
         adapter_config_hash=ident.adapter_config_hash,
+        delta_key=layout.client_delta_key(ident.prefix, ident.experiment, client_id, t),
+        encoding=encoding,
+        nbytes=expected_delta_nbytes(global_adapter, encoding),
     )
-    expected_key = layout.client_delta_key(ident.prefix, ident.experiment, client_id, t)
-    if manifest.delta_key != expected_key:
+
+
+def read_client_delta(
+    store: ObjectStore, ident: Identity, expected: Expected
+) -> tuple[Adapter, ClientManifest]:
+    """An owner's delta after its manifest's checks (before any byte of it is read) and sha256."""
+    cid, t = expected.client_id, expected.round
+    mkey = layout.client_manifest_key(ident.prefix, ident.experiment, cid, t)
+    try:
+        # A manifest is a few KB; a larger one is refused unread.
+        raw = store.get_bytes(mkey, max_bytes=1 << 20)
+    except ObjectNotFoundError as err:
+        raise DeltaValidationError("manifest", f"client {cid} uploaded no manifest for round {t}") from err
+    except ObjectTooLargeError as err:
+        raise DeltaValidationError("size", f"client {cid}: {err}") from err
+    try:
+        # Not JSON, or not a manifest: pydantic reports both as a ValidationError (a ValueError).
+        manifest = ClientManifest.model_validate_json(raw)
+    except ValueError as err:
         raise DeltaValidationError(
             "manifest",
-            f"client {client_id}: manifest points at {manifest.delta_key!r}, outside its own "
-            f"prefix; expected {expected_key!r}",
-        )
+            f"client {cid}: malformed manifest {store.uri(mkey)}: {err}; upload the manifest "
+            "that fgrpo writes (fgrpo_io.exchange.write_client_delta)",
+        ) from err
+    check_envelope(manifest, expected)
     try:
-        data = store.get_bytes(manifest.delta_key)
+        data = store.get_bytes(manifest.delta_key, max_bytes=expected.nbytes)
     except ObjectNotFoundError as err:
         raise DeltaValidationError(
             "manifest",
-            f"client {client_id}: its manifest points at {store.uri(manifest.delta_key)}, which does "
+            f"client {cid}: its manifest points at {store.uri(manifest.delta_key)}, which does "
             "not exist; upload the delta before its manifest",
         ) from err
+    except ObjectTooLargeError as err:
+        raise DeltaValidationError("size", f"client {cid}: {err}") from err
     check_sha256(data, manifest.sha256, store.uri(manifest.delta_key))
     delta, _ = decode(data)
     return delta, manifest
 
 
-# --- round tables -------------------------------------------------------------------------------
+# --- round results and server state -----------------------------------------------------------
 
 
-def write_round_table(store: ObjectStore, ident: Identity, t: int, table: dict[str, Any]) -> str:
-    """Write round t's table (what its commit returns: keys and rows) once, before its state."""
-    key = layout.round_table_key(ident.prefix, ident.experiment, t)
-    _put_json_once(store, key, table)
+def write_round_result(store: ObjectStore, ident: Identity, result: RoundResult) -> str:
+    """Write round t's result once (rows, evaluation, gate decision), just before its state."""
+    key = layout.round_result_key(ident.prefix, ident.experiment, result.round)
+    _put_json_once(store, key, result.model_dump(mode="json"))
     return key
 
 
-def read_committed_round(store: ObjectStore, ident: Identity, t: int) -> dict[str, Any] | None:
-    """Round t's table if round t is committed (its state exists), else None.
-
-    A coordinator interrupted after a commit but before the round's report resumes from this
-    table: nothing is aggregated, trained or written twice.
-    """
-    if not store.exists(layout.state_key(ident.prefix, ident.experiment, t)):
-        return None
-    table: dict[str, Any] = get_json(store, layout.round_table_key(ident.prefix, ident.experiment, t))
-    return table
-
-
-# --- server state -------------------------------------------------------------------------------
+def read_round_result(store: ObjectStore, ident: Identity, t: int) -> RoundResult:
+    return RoundResult.model_validate(
+        get_json(store, layout.round_result_key(ident.prefix, ident.experiment, t))
+    )
 
 
 def write_state(store: ObjectStore, ident: Identity, state: ServerState) -> str:
@@ -254,12 +293,6 @@ def write_state(store: ObjectStore, ident: Identity, state: ServerState) -> str:
     key = layout.state_key(ident.prefix, ident.experiment, state.round)
     _put_json_once(store, key, state.model_dump(mode="json"))
     return key
-
-
-def last_committed_round(store: ObjectStore, ident: Identity) -> int | None:
-    keys = store.list_keys(layout.state_prefix(ident.prefix, ident.experiment))
-    rounds = layout.committed_rounds(keys)
-    return rounds[-1] if rounds else None
 
 
 def read_state(store: ObjectStore, ident: Identity, t: int) -> ServerState:

@@ -1,7 +1,7 @@
 """Store keys of SPEC §7, built in one place.
 
     {prefix}/{experiment}/global/round-{t:04d}/adapter.safetensors   and .../manifest.json
-    (and .../table.json, .../report.json: the round's table and report)
+    (and .../result.json: the round's RoundResult)
     {prefix}/{experiment}/clients/{client}/round-{t:04d}/delta.safetensors   and .../manifest.json
     {prefix}/{experiment}/state/round-{t:04d}.json
 
@@ -61,14 +61,14 @@ def global_manifest_key(prefix: str, experiment: str, t: int) -> str:
     return f"{global_prefix(prefix, experiment)}{_round(t)}/manifest.json"
 
 
-def round_table_key(prefix: str, experiment: str, t: int) -> str:
-    """Key of round t's table (rows of every client, accepted or not), written before its state."""
-    return f"{global_prefix(prefix, experiment)}{_round(t)}/table.json"
+def round_result_key(prefix: str, experiment: str, t: int) -> str:
+    """Key of round t's RoundResult (rows, evaluation, gate decision), written just before its state."""
+    return f"{global_prefix(prefix, experiment)}{_round(t)}/result.json"
 
 
-def report_key(prefix: str, experiment: str, t: int) -> str:
-    """Key of round t's report (table, evaluation, registry outcome), written after its commit."""
-    return f"{global_prefix(prefix, experiment)}{_round(t)}/report.json"
+def initial_evaluation_key(prefix: str, experiment: str) -> str:
+    """Key of theta_0's global evaluation (EvalSummary), written once before round 1."""
+    return f"{global_prefix(prefix, experiment)}{_round(0)}/evaluation.json"
 
 
 def client_prefix(prefix: str, experiment: str, client: str) -> str:

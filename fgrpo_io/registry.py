@@ -60,6 +60,19 @@ def _champion(client: MlflowClient, model_name: str) -> tuple[str, float] | None
     return str(version.version), float(version.tags[SCORE_TAG])
 
 
+def round_version(client: MlflowClient, model_name: str, run_id: str, round_idx: int) -> str | None:
+    """The version registered from run ``run_id`` for round ``round_idx``, if any."""
+    with mlflow_errors(str(client.tracking_uri), f"search for {model_name!r} round {round_idx}"):
+        if not _model_exists(client, model_name):
+            return None
+        same_round = [
+            v
+            for v in client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+            if v.tags.get("round") == str(round_idx)
+        ]
+        return str(same_round[0].version) if same_round else None
+
+
 def register_round_model(
     client: MlflowClient,
     model_name: str,
@@ -69,6 +82,7 @@ def register_round_model(
     experiment: str,
     strategy: str,
     score: float,
+    existing_version: str | None = None,
 ) -> RegistrationResult:
     """Register runs:/<run_id>/<artifact_path> and give it `champion` or `challenger`.
 
@@ -76,19 +90,15 @@ def register_round_model(
     than the champion's `global_macro_accuracy` tag; otherwise the version takes `challenger`
     (moved from any older version). A new champion leaves `challenger` where it was: it marks the
     latest version that did not beat its champion. Re-registering the same run and round (a
-    resumed round) reuses the existing version instead of adding one.
+    resumed round: ``existing_version``, found by the ledger) decides the alias again without adding
+    a version.
     """
     uri = str(client.tracking_uri)
     with mlflow_errors(uri, f"registration of {model_name!r} round {round_idx}"):
         if not _model_exists(client, model_name):
             client.create_registered_model(model_name)
-        same_round = [
-            v
-            for v in client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
-            if v.tags.get("round") == str(round_idx)
-        ]
-        if same_round:
-            version = str(same_round[0].version)
+        if existing_version is not None:
+            version = existing_version
         else:
             source = f"runs:/{run_id}/{artifact_path}"  # resolved by MLflow for SQLite and servers
             version_tags = {

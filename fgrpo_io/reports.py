@@ -1,8 +1,14 @@
-"""Round reports: the table a person reads (markdown) and the record the CLI summarises (JSON)."""
+"""A round's result rendered once: the markdown table (Prefect artifact and MLflow) and its metrics.
+
+Every view of a round (the Prefect UI, MLflow's round run, the CLI, the HTML report) starts from
+the same ``RoundResult``; these functions are the only place it becomes text or metric names.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+from fgrpo_core.types import EvalSummary, RoundResult
 
 ROUND_COLUMNS = [
     ("client_id", "client"),
@@ -28,28 +34,32 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def round_markdown(
-    experiment: str, round_idx: int, rows: list[dict[str, Any]], evaluation: dict[str, Any]
-) -> str:
-    """A row per client (SPEC §2 quantities), then the global evaluation per family."""
+def round_markdown(experiment: str, result: RoundResult) -> str:
+    """A row per client (SPEC §2 quantities), the commit decision, the global evaluation per family."""
     head = "| " + " | ".join(title for _, title in ROUND_COLUMNS) + " |"
     rule = "|" + "---|" * len(ROUND_COLUMNS)
-    body = ["| " + " | ".join(_cell(row.get(name, "")) for name, _ in ROUND_COLUMNS) + " |" for row in rows]
-    families = evaluation.get("families", {})
+    rows = [row.model_dump() for row in result.rows]
+    body = ["| " + " | ".join(_cell(row[name]) for name, _ in ROUND_COLUMNS) + " |" for row in rows]
+    families = result.evaluation.families
     evals = ["| family | accuracy | mean reward | n |", "|---|---|---|---|"] + [
-        f"| {fam} | {s['accuracy']:.3f} | {s['mean_reward']:.3f} | {s['n']} |"
-        for fam, s in sorted(families.items())
+        f"| {fam} | {s.accuracy:.3f} | {s.mean_reward:.3f} | {s.n} |" for fam, s in sorted(families.items())
     ]
-    macro = evaluation.get("macro_accuracy", float("nan"))
+    decision = (
+        "Committed: the new global adapter is the head."
+        if result.status == "committed"
+        else f"**Refused** ({result.reason}): the previous global adapter stays the head."
+    )
     return "\n".join(
         [
-            f"# {experiment}: round {round_idx}",
+            f"# {experiment}: round {result.round}",
             "",
             head,
             rule,
             *body,
             "",
-            f"Global evaluation (macro accuracy {macro:.3f})",
+            decision,
+            "",
+            f"Global evaluation (macro accuracy {result.evaluation.macro_accuracy:.3f})",
             "",
             *evals,
             "",
@@ -71,3 +81,24 @@ def failed_round_markdown(experiment: str, round_idx: int, message: str) -> str:
             "",
         ]
     )
+
+
+def eval_metrics(evaluation: EvalSummary) -> dict[str, float]:
+    """``eval/macro_accuracy``, ``eval/<family>/accuracy`` and ``eval/<family>/mean_reward``."""
+    values = {"eval/macro_accuracy": float(evaluation.macro_accuracy)}
+    for family, score in evaluation.families.items():
+        values[f"eval/{family}/accuracy"] = float(score.accuracy)
+        values[f"eval/{family}/mean_reward"] = float(score.mean_reward)
+    return values
+
+
+def round_metrics(result: RoundResult) -> dict[str, float]:
+    """Per-client ``client/<id>/<field>`` (numbers and bools as 0/1), the evaluation, the decision."""
+    values: dict[str, float] = {}
+    for row in result.rows:
+        for name, value in row.model_dump().items():
+            if name != "client_id" and isinstance(value, bool | int | float):
+                values[f"client/{row.client_id}/{name}"] = float(value)
+    values.update(eval_metrics(result.evaluation))
+    values["round/committed"] = float(result.status == "committed")
+    return values

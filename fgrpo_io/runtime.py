@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.models import ModelBundle, load_bundle
-from fgrpo_io.timing import Stopwatch
+from fgrpo_io import timing
 
 # (round, client id, step, max steps, latest reward)
 ProgressHook = Callable[[int, str, int, int, float], None]
@@ -36,20 +36,17 @@ def _bundle_key(cfg: ExperimentConfig) -> str:
 
 
 @contextmanager
-def borrowed_bundle(cfg: ExperimentConfig, clock: Stopwatch | None = None) -> Iterator[ModelBundle]:
+def borrowed_bundle(cfg: ExperimentConfig) -> Iterator[ModelBundle]:
     """A model bundle for this task alone; returned to the pool afterwards.
 
-    A load (none when the pool has an idle bundle) counts as ``clock``'s ``model_load_s``.
+    A load (none when the pool has an idle bundle) counts as the running task's ``model_load_s``.
     """
     key = _bundle_key(cfg)
     with _lock:
         bundle = _idle.setdefault(key, []).pop() if _idle.get(key) else None
     if bundle is None:
-        if clock is None:
+        with timing.part("model_load_s"):
             bundle = _load(cfg)
-        else:
-            with clock.part("model_load_s"):
-                bundle = _load(cfg)
     try:
         yield bundle
     finally:

@@ -50,6 +50,10 @@ class StoreUnavailableError(StoreError):
     """The store cannot be reached (server down, wrong endpoint, timeout)."""
 
 
+class ObjectTooLargeError(StoreError):
+    """An object is larger than the reader allows; nothing beyond the limit was read."""
+
+
 class StoreAccessDeniedError(StoreError):
     """The credentials in the environment may not do this on this key."""
 
@@ -61,8 +65,12 @@ class ObjectStore(Protocol):
         """Store `data`; raise ObjectExistsError if the key exists and `overwrite` is False."""
         ...
 
-    def get_bytes(self, key: str) -> bytes:
-        """Return the object's bytes; raise ObjectNotFoundError if there is none."""
+    def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes:
+        """Return the object's bytes; raise ObjectNotFoundError if there is none.
+
+        With ``max_bytes``, an object larger than that raises ObjectTooLargeError after reading
+        at most ``max_bytes + 1`` bytes (an upload that lies about its size costs nothing).
+        """
         ...
 
     def exists(self, key: str) -> bool:
@@ -142,12 +150,14 @@ class LocalStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes:
         path = self._path(key)
         try:
-            return path.read_bytes()
+            with path.open("rb") as f:
+                data = f.read() if max_bytes is None else f.read(max_bytes + 1)
         except (FileNotFoundError, IsADirectoryError):
             raise ObjectNotFoundError(f"no object {self.uri(key)}") from None
+        return _within(data, max_bytes, self.uri(key))
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -162,6 +172,12 @@ class LocalStore:
 
     def uri(self, key: str) -> str:
         return (self.root / key).as_uri()
+
+
+def _within(data: bytes, max_bytes: int | None, uri: str) -> bytes:
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ObjectTooLargeError(f"{uri} is larger than the {max_bytes} bytes allowed; it was not read")
+    return data
 
 
 def _is_temp(key: str) -> bool:
@@ -266,11 +282,15 @@ class S3Store:
                 # Conditional write: S3 (2024+), MinIO and moto refuse it with 412 if the key exists.
                 self.client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*")
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes:
         check_key(key)
         with self._errors(key):
-            response = self.client.get_object(Bucket=self.bucket, Key=key)
-            return response["Body"].read()
+            if max_bytes is None:
+                return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            # A ranged GET: the server sends at most max_bytes + 1 bytes, whatever the object's size.
+            response = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{max_bytes}")
+            data = response["Body"].read(max_bytes + 1)
+        return _within(data, max_bytes, self.uri(key))
 
     def exists(self, key: str) -> bool:
         check_key(key)

@@ -1,28 +1,42 @@
-"""Where an experiment's wall time goes: each task times its own parts, the flows add them up.
+"""Where an experiment's wall time goes: one run-wide collector, fed by timed tasks.
 
-A task starts a ``Stopwatch`` named after its main part (``train_s`` for a client, ``aggregate_s``
-for the coordinator's arithmetic and validation, ...), reads and writes the store through
-``Stopwatch.store`` (a ``TimedStore``: pure store I/O goes to ``store_io_s``), borrows its model
-with the stopwatch (a load goes to ``model_load_s``), and returns ``Stopwatch.result()``: a small
-dict of seconds in which everything the task did that no other part claimed counts as its main
-part. The flows sum those dicts; the caller that knows the wall time adds ``orchestration_s``,
-what is left: Prefect's task and flow runs, the ephemeral API, thread hand-offs, and a few small
-bookkeeping reads (last committed round, round reports) made outside any stopwatch.
+``collect()`` opens a collector for everything run inside it (``fgrpo run``, a benchmark). A
+function decorated with ``@timed("train_s")`` (every Prefect task that works) runs under a
+``Stopwatch`` named after its main part; store calls through a ``TimedStore`` count as
+``store_io_s`` and ``part("model_load_s")`` claims a model load, both found through a context
+variable, so nothing passes a clock around. When the function returns (or fails), its parts are
+added to the collector: flows never touch timings. Work that ran concurrently (clients in parallel
+threads) is timed inside ``concurrent()``, which scales its parts to the wall time they took; the
+coordinator's wait for remote owners is ``record``ed as ``train_s``. The caller that knows the wall
+time adds ``orchestration_s``, the rest: Prefect's task and flow runs, the ephemeral API, thread
+hand-offs. Prefect runs tasks in threads with a copy of the submitting context, so they see it.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import ParamSpec, TypeVar
 
 from fgrpo_io.store import ObjectStore
 
 Timings = dict[str, float]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # The measured parts, in the order a summary prints them; orchestration_s is what remains.
 PARTS = ("train_s", "aggregate_s", "evaluate_s", "store_io_s", "mlflow_s", "model_load_s")
 ORCHESTRATION = "orchestration_s"
+
+
+def _check_part(name: str) -> str:
+    if name not in PARTS:
+        raise ValueError(f"unknown timing part {name!r}; use one of {PARTS}")
+    return name
 
 
 class Stopwatch:
@@ -32,26 +46,19 @@ class Stopwatch:
     """
 
     def __init__(self, main: str) -> None:
-        if main not in PARTS:
-            raise ValueError(f"unknown timing part {main!r}; use one of {PARTS}")
-        self.main = main
+        self.main = _check_part(main)
         self.started = time.perf_counter()
         self.parts: Timings = {}
 
     @contextmanager
     def part(self, name: str) -> Iterator[None]:
         """Add the time spent in the ``with`` block to part ``name``."""
-        if name not in PARTS:
-            raise ValueError(f"unknown timing part {name!r}; use one of {PARTS}")
+        _check_part(name)
         t0 = time.perf_counter()
         try:
             yield
         finally:
             self.parts[name] = self.parts.get(name, 0.0) + time.perf_counter() - t0
-
-    def store(self, inner: ObjectStore) -> TimedStore:
-        """``inner`` with every call counted as ``store_io_s``."""
-        return TimedStore(inner, self)
 
     def result(self) -> Timings:
         """Every part of PARTS (0.0 when unused); the main part takes the unclaimed time."""
@@ -62,27 +69,110 @@ class Stopwatch:
         return out
 
 
-class TimedStore:
-    """An ObjectStore whose calls add their seconds to a stopwatch's ``store_io_s``."""
+class Collector:
+    """A thread-safe part-by-part sum of every timed function run under it."""
 
-    def __init__(self, inner: ObjectStore, clock: Stopwatch) -> None:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.totals: Timings = dict.fromkeys(PARTS, 0.0)
+
+    def add(self, timings: Mapping[str, float]) -> None:
+        summed = add([timings])
+        with self._lock:
+            for name, seconds in summed.items():
+                self.totals[name] += seconds
+
+
+_collector: ContextVar[Collector | None] = ContextVar("fgrpo_timing_collector", default=None)
+_watch: ContextVar[Stopwatch | None] = ContextVar("fgrpo_timing_watch", default=None)
+
+
+@contextmanager
+def collect() -> Iterator[Collector]:
+    """Collect the timings of everything run inside the block (and its Prefect tasks)."""
+    collector = Collector()
+    token = _collector.set(collector)
+    try:
+        yield collector
+    finally:
+        _collector.reset(token)
+
+
+def record(name: str, seconds: float) -> None:
+    """Add ``seconds`` to part ``name`` of the current collector (none open: nothing happens)."""
+    collector = _collector.get()
+    if collector is not None:
+        collector.add({_check_part(name): seconds})
+
+
+@contextmanager
+def concurrent() -> Iterator[None]:
+    """Timed work started in this block ran in parallel: scale its sum to the block's wall time."""
+    outer = _collector.get()
+    inner = Collector()
+    token = _collector.set(inner)
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        _collector.reset(token)
+        if outer is not None:
+            outer.add(fit_to_wall(inner.totals, time.perf_counter() - started))
+
+
+def timed(main: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Run the function under a Stopwatch of main part ``main``; add its parts to the collector."""
+    _check_part(main)
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            watch = Stopwatch(main)
+            token = _watch.set(watch)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _watch.reset(token)
+                collector = _collector.get()
+                if collector is not None:
+                    collector.add(watch.result())
+
+        return wrapper
+
+    return decorate
+
+
+@contextmanager
+def part(name: str) -> Iterator[None]:
+    """Claim the block's time for part ``name`` of the running timed function (if any)."""
+    watch = _watch.get()
+    if watch is None:
+        yield
+        return
+    with watch.part(name):
+        yield
+
+
+class TimedStore:
+    """An ObjectStore whose calls count as ``store_io_s`` of the running timed function."""
+
+    def __init__(self, inner: ObjectStore) -> None:
         self.inner = inner
-        self.clock = clock
 
     def put_bytes(self, key: str, data: bytes, *, overwrite: bool = False) -> None:
-        with self.clock.part("store_io_s"):
+        with part("store_io_s"):
             self.inner.put_bytes(key, data, overwrite=overwrite)
 
-    def get_bytes(self, key: str) -> bytes:
-        with self.clock.part("store_io_s"):
-            return self.inner.get_bytes(key)
+    def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes:
+        with part("store_io_s"):
+            return self.inner.get_bytes(key, max_bytes)
 
     def exists(self, key: str) -> bool:
-        with self.clock.part("store_io_s"):
+        with part("store_io_s"):
             return self.inner.exists(key)
 
     def list_keys(self, prefix: str) -> list[str]:
-        with self.clock.part("store_io_s"):
+        with part("store_io_s"):
             return self.inner.list_keys(prefix)
 
     def uri(self, key: str) -> str:
@@ -94,9 +184,7 @@ def add(timings: Iterable[Mapping[str, float]]) -> Timings:
     out = dict.fromkeys(PARTS, 0.0)
     for item in timings:
         for name, seconds in item.items():
-            if name not in out:
-                raise ValueError(f"unknown timing part {name!r}; use one of {PARTS}")
-            out[name] += float(seconds)
+            out[_check_part(name)] += float(seconds)
     return out
 
 

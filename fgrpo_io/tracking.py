@@ -11,7 +11,6 @@ global fluent state. Failures become `TrackingError` naming the URI and what to 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -19,12 +18,14 @@ from pathlib import Path
 
 import requests
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel
 
 from fgrpo_core.config import ExperimentConfig, TrackingSettings
 from fgrpo_core.errors import FgrpoError
+from fgrpo_core.types import EvalSummary, RoundResult
+from fgrpo_io.reports import eval_metrics, round_markdown, round_metrics
 
 PARAM_VALUE_LIMIT = 6000  # MLflow rejects longer parameter values
 TRUNCATION_MARKER = "...[truncated]"
@@ -149,53 +150,78 @@ class Tracker:
         location = (self.artifact_root / experiment_name).resolve().as_uri() if self.artifact_root else None
         return str(self.client.create_experiment(experiment_name, artifact_location=location))
 
-    def start_experiment_run(
-        self, experiment_name: str, run_name: str, params: dict[str, str], tags: dict[str, str]
-    ) -> str:
-        """Parent run id of fgrpo experiment `run_name` in MLflow experiment `experiment_name`.
-
-        Resuming: an existing parent run with the same `fgrpo.experiment` tag (= run_name) that is
-        not FINISHED (RUNNING after a crash, FAILED or KILLED) is reused and set RUNNING again; its
-        params must equal `params` (a resumed experiment runs the same config).
-        """
-        with mlflow_errors(self.uri, f"start of experiment run {run_name!r}"):
-            experiment_id = self._experiment_id(experiment_name)
-            unfinished = self.client.search_runs(
-                [experiment_id],
+    def unfinished_parent_run(self, experiment_name: str, run_name: str) -> Run | None:
+        """The newest parent run of fgrpo experiment ``run_name`` that is not FINISHED, if any."""
+        with mlflow_errors(self.uri, f"search for the run of {run_name!r}"):
+            existing = self.client.get_experiment_by_name(experiment_name)
+            if existing is None:
+                return None
+            runs = self.client.search_runs(
+                [existing.experiment_id],
                 filter_string=f"tags.`{EXPERIMENT_TAG}` = '{run_name}' and tags.`{ROLE_TAG}` = 'experiment' "
                 "and attributes.status != 'FINISHED'",
                 order_by=["attributes.start_time DESC"],
                 max_results=1,
             )
+            return runs[0] if runs else None
+
+    def start_experiment_run(
+        self,
+        experiment_name: str,
+        run_name: str,
+        params: dict[str, str],
+        tags: dict[str, str],
+        resume: Run | None = None,
+    ) -> str:
+        """Parent run id of fgrpo experiment ``run_name``: ``resume`` (set RUNNING again; its params
+        must equal ``params``) or a new run in MLflow experiment ``experiment_name``."""
+        with mlflow_errors(self.uri, f"start of experiment run {run_name!r}"):
             all_tags = {**tags, EXPERIMENT_TAG: run_name, ROLE_TAG: "experiment"}
-            if unfinished:
-                run = unfinished[0]
-                changed = sorted(k for k, v in run.data.params.items() if k in params and params[k] != v)
+            if resume is not None:
+                changed = sorted(k for k, v in resume.data.params.items() if k in params and params[k] != v)
                 if changed:
                     raise TrackingError(
-                        f"cannot resume MLflow run {run.info.run_id} of {run_name!r}: params {changed} "
+                        f"cannot resume MLflow run {resume.info.run_id} of {run_name!r}: params {changed} "
                         "differ from the interrupted run; finish it (status FAILED) or rename the experiment"
                     )
-                self.client.update_run(run.info.run_id, status="RUNNING")
-                new_params = {k: v for k, v in params.items() if k not in run.data.params}
-                run_id = str(run.info.run_id)
+                self.client.update_run(resume.info.run_id, status="RUNNING")
+                new_params = {k: v for k, v in params.items() if k not in resume.data.params}
+                run_id = str(resume.info.run_id)
             else:
+                experiment_id = self._experiment_id(experiment_name)
                 run_id = str(self.client.create_run(experiment_id, run_name=run_name).info.run_id)
                 new_params = params
             self._log_batch(run_id, params=new_params, tags=all_tags)
             return run_id
 
-    def start_round_run(self, parent_run_id: str, round_idx: int) -> str:
-        """Nested run "round-0003" under the parent; an existing one for that round is reused."""
-        with mlflow_errors(self.uri, f"start of round run {round_idx}"):
+    def round_run(
+        self, parent_run_id: str, round_idx: int, any_parent: bool = False
+    ) -> tuple[str, bool] | None:
+        """(run id, logged) of round ``round_idx``'s nested run under the parent, if it exists;
+        with ``any_parent``, under any parent run of the same fgrpo experiment (an earlier, finished
+        invocation logged it)."""
+        with mlflow_errors(self.uri, f"search for round run {round_idx}"):
             parent = self.client.get_run(parent_run_id)
+            owner = (
+                f"tags.`{EXPERIMENT_TAG}` = '{parent.data.tags[EXPERIMENT_TAG]}'"
+                if any_parent
+                else f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
+            )
             existing = self.client.search_runs(
                 [parent.info.experiment_id],
-                filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{ROUND_TAG}` = '{round_idx}'",
+                filter_string=f"{owner} and tags.`{ROUND_TAG}` = '{round_idx}' and tags.`{ROLE_TAG}` = 'round'",
+                order_by=["attributes.start_time DESC"],
                 max_results=1,
             )
-            if existing:
-                return str(existing[0].info.run_id)
+            if not existing:
+                return None
+            run = existing[0]
+            return str(run.info.run_id), run.data.tags.get(ROUND_LOGGED_TAG) == "true"
+
+    def start_round_run(self, parent_run_id: str, round_idx: int) -> str:
+        """A new nested run "round-0003" under the parent."""
+        with mlflow_errors(self.uri, f"start of round run {round_idx}"):
+            parent = self.client.get_run(parent_run_id)
             tags = {
                 PARENT_TAG: parent_run_id,
                 ROUND_TAG: str(round_idx),
@@ -207,43 +233,33 @@ class Tracker:
             )
             return str(run.info.run_id)
 
-    def log_round(
-        self,
-        parent_run_id: str,
-        round_run_id: str,
-        round_idx: int,
-        client_rows: list[dict[str, float | str | bool]],
-        global_eval: dict[str, float],
-    ) -> None:
-        """Log a round: client series on the parent (step = round), the same at step 0 on the round run.
+    def log_round(self, parent_run_id: str, round_run_id: str, experiment: str, result: RoundResult) -> None:
+        """Log a round: client series on the parent (step = round), the same at step 0 on the
+        round run, the result as JSON and its markdown table; then mark the round run logged.
 
-        Each row needs "client_id"; its numeric and bool fields (r_pre, r_post, sigma_diff, baseline,
-        scale, gain, weight, delta_norm, delta_bytes, accepted, ...) become `client/<id>/<field>`,
-        bools as 0/1; strings (a rejection reason) go to the table only. `global_eval` keys are
-        metric names under "eval/" (`add1/accuracy`, `add1/mean_reward`, `macro_accuracy`).
-        A round run already marked logged is skipped, so a resumed round does not log twice.
+        Each row's numeric and bool fields become ``client/<id>/<field>`` (bools as 0/1); the
+        evaluation ``eval/<family>/accuracy``, ``eval/<family>/mean_reward``, ``eval/macro_accuracy``.
         """
-        values = _round_metrics(client_rows, global_eval)
-        with mlflow_errors(self.uri, f"logging of round {round_idx}"):
-            if self.client.get_run(round_run_id).data.tags.get(ROUND_LOGGED_TAG) == "true":
-                return
+        values = round_metrics(result)
+        t = result.round
+        with mlflow_errors(self.uri, f"logging of round {t}"):
             now_ms = int(time.time() * 1000)
-            self._log_metrics(parent_run_id, [Metric(k, v, now_ms, round_idx) for k, v in values.items()])
+            self._log_metrics(parent_run_id, [Metric(k, v, now_ms, t) for k, v in values.items()])
             self._log_metrics(round_run_id, [Metric(k, v, now_ms, 0) for k, v in values.items()])
-            table = {"round": round_idx, "clients": client_rows, "global_eval": global_eval}
-            self.client.log_text(round_run_id, json.dumps(table, indent=2), "round_table.json")
-            self.client.log_text(
-                round_run_id, _markdown_table(round_idx, client_rows, global_eval), "round_table.md"
-            )
+            self.client.log_text(round_run_id, result.model_dump_json(indent=2), "round_result.json")
+            self.client.log_text(round_run_id, round_markdown(experiment, result), "round_table.md")
             self.client.set_tag(round_run_id, ROUND_LOGGED_TAG, "true")
 
-    def log_initial_evaluation(self, parent_run_id: str, global_eval: dict[str, float]) -> None:
-        """`eval/<name>` at step 0 on the parent run, once: a resumed experiment does not log it again."""
-        values = _round_metrics([], global_eval)
-        with mlflow_errors(self.uri, "logging of the initial evaluation"):
+    def initial_evaluation_logged(self, parent_run_id: str) -> bool:
+        """Whether step 0 of ``eval/macro_accuracy`` is on the parent run."""
+        with mlflow_errors(self.uri, "reading the initial evaluation"):
             history = self.client.get_metric_history(parent_run_id, "eval/macro_accuracy")
-            if any(point.step == 0 for point in history):
-                return
+            return any(point.step == 0 for point in history)
+
+    def log_initial_evaluation(self, parent_run_id: str, evaluation: EvalSummary) -> None:
+        """``eval/<name>`` at step 0 on the parent run."""
+        values = eval_metrics(evaluation)
+        with mlflow_errors(self.uri, "logging of the initial evaluation"):
             now_ms = int(time.time() * 1000)
             self._log_metrics(parent_run_id, [Metric(k, v, now_ms, 0) for k, v in values.items()])
 
@@ -268,34 +284,3 @@ class Tracker:
     def _log_metrics(self, run_id: str, metrics: list[Metric]) -> None:
         for start in range(0, len(metrics), METRIC_BATCH):
             self.client.log_batch(run_id, metrics=metrics[start : start + METRIC_BATCH])
-
-
-def _round_metrics(
-    client_rows: list[dict[str, float | str | bool]], global_eval: dict[str, float]
-) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for row in client_rows:
-        if "client_id" not in row:
-            raise TrackingError(f"round table row without 'client_id': {sorted(row)}; add the client id")
-        client_id = row["client_id"]
-        for field, value in row.items():
-            if field != "client_id" and isinstance(value, bool | int | float):
-                values[f"client/{client_id}/{field}"] = float(value)
-    for name, value in global_eval.items():
-        values[f"eval/{name}"] = float(value)
-    return values
-
-
-def _markdown_table(
-    round_idx: int, client_rows: list[dict[str, float | str | bool]], global_eval: dict[str, float]
-) -> str:
-    columns = list(dict.fromkeys(field for row in client_rows for field in row))
-
-    def cell(value: float | str | bool | None) -> str:
-        return f"{value:.4g}" if isinstance(value, float) else ("" if value is None else str(value))
-
-    lines = [f"# Round {round_idx}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in client_rows]
-    lines += ["", "| global evaluation | value |", "|---|---|"]
-    lines += [f"| {name} | {value:.4f} |" for name, value in global_eval.items()]
-    return "\n".join(lines) + "\n"

@@ -9,13 +9,13 @@ owner's prompts never leave it. What goes back is a manifest key and scalar stat
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
 
 from fgrpo_core.config import ExperimentConfig, load_config, parse_config
 from fgrpo_core.errors import ConfigError
+from fgrpo_core.manifest import ClientManifest
 
 OWNER_CONFIG_ENV = "FGRPO_OWNER_CONFIG"
 # Set in a worker's environment: the one owner whose data this machine holds.
@@ -61,7 +61,7 @@ def owner_config(client_id: str, experiment: str, experiment_config: str | None 
 @flow(name="fgrpo-client", flow_run_name=_client_run_name, log_prints=True)
 def client_round(
     client_id: str, round_idx: int, experiment: str, experiment_config: str | None = None
-) -> dict[str, Any]:
+) -> ClientManifest:
     """Train ``client_id`` for round ``round_idx`` from theta_{t-1}; upload its delta and manifest.
 
     ``experiment_config`` is a path on the owner's machine; by default ``$FGRPO_OWNER_CONFIG``.

@@ -1,40 +1,35 @@
-"""Aggregate a round: read and validate the deltas, weight them, commit the new global adapter."""
+"""The coordinator's round: theta_0 once, then aggregate a round's deltas and commit it (or refuse it)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import task
 
+from fgrpo_core.commit_gate import gate_reason
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.errors import DeltaValidationError
 from fgrpo_core.federation import ClientUpdate, aggregate_round, probe_stats
 from fgrpo_core.partition import client_data, eval_sets
-from fgrpo_core.types import ClientStats, ServerState
+from fgrpo_core.types import Candidate, ClientStats, EvalSummary, RoundResult, ServerState
 from fgrpo_io import exchange, layout, runtime
-from fgrpo_io.store import make_store
-from fgrpo_io.timing import Stopwatch
+from fgrpo_io.ledger import Ledger
+from fgrpo_io.timing import timed
 from tasks.retry import is_transient
 
 
 @task(name="initialise-global", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=2)
-def initialise_task(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Write theta_0 (the shared initial adapter) and the empty state, once per experiment.
-
-    Returns theta_0's key (``global_key``) and the task's ``timings``.
-    """
-    clock = Stopwatch("store_io_s")
-    store = clock.store(make_store(cfg.store))
-    ident = exchange.identity(cfg)
-    if exchange.last_committed_round(store, ident) is not None:
-        key = exchange.read_global_manifest(store, ident, 0).adapter_key
-        return {"global_key": key, "timings": clock.result()}
-    with runtime.borrowed_bundle(cfg, clock) as bundle:
+@timed("store_io_s")
+def initialise_task(cfg: ExperimentConfig) -> str:
+    """Write theta_0 (the shared initial adapter) and the empty state once; return theta_0's key."""
+    ledger = Ledger(cfg)
+    if ledger.initialised():
+        return exchange.read_global_manifest(ledger.store, ledger.ident, 0).adapter_key
+    with runtime.borrowed_bundle(cfg) as bundle:
         # The adapter as built, not the one a pooled bundle holds after an earlier task trained it.
         adapter = bundle.initial_adapter
-    key = exchange.write_global(store, ident, 0, adapter, clients=[], strategy="init")
-    exchange.write_state(store, ident, ServerState(round=0, global_key=key))
-    return {"global_key": key, "timings": clock.result()}
+    written = exchange.write_global_adapter(ledger.store, ledger.ident, 0, adapter)
+    exchange.write_global_manifest(ledger.store, ledger.ident, 0, written, clients=[], strategy="init")
+    exchange.write_state(ledger.store, ledger.ident, ServerState(round=0, global_key=written[0]))
+    return written[0]
 
 
 @task(
@@ -44,22 +39,18 @@ def initialise_task(cfg: ExperimentConfig) -> dict[str, Any]:
     retry_condition_fn=is_transient,
     retry_delay_seconds=3,
 )
+@timed("aggregate_s")
 def aggregate_task(
     cfg: ExperimentConfig, round_idx: int, delivered: list[str], failed: dict[str, str]
-) -> dict[str, Any]:
-    """Commit round t from the clients that delivered; raise QuorumError below min_clients.
+) -> Candidate:
+    """Aggregate round t from the owners that delivered; raise QuorumError below min_clients.
 
-    Every delta passes the manifest and sha256 checks here before any arithmetic; a client that
-    fails them is recorded with its reason. The state file written last is the commit marker.
-    The result's ``timings`` split store I/O from validation and arithmetic (``aggregate_s``).
+    Every owner's manifest is checked before its delta is read, and the delta before any
+    arithmetic (fgrpo_core.update_checks); a bad one is recorded with its reason. The aggregate
+    is written as round t's candidate; nothing is committed here.
     """
-    clock = Stopwatch("aggregate_s")
-    store = clock.store(make_store(cfg.store))
-    ident = exchange.identity(cfg)
-    committed = exchange.read_committed_round(store, ident, round_idx)
-    if committed is not None:
-        # Resumed after this round's commit (its report was not written): return the commit.
-        return {**committed, "timings": clock.result()}
+    ledger = Ledger(cfg)
+    store, ident = ledger.store, ledger.ident
     global_adapter = exchange.read_global(store, ident, round_idx - 1)
     state = exchange.read_state(store, ident, round_idx - 1)
 
@@ -67,15 +58,16 @@ def aggregate_task(
     updates: dict[str, ClientUpdate] = {}
     sizes: dict[str, int] = {}
     for cid in sorted(delivered):
+        expected = exchange.expected_update(ident, round_idx, cid, global_adapter, cfg.federation.delta_dtype)
         try:
-            delta, manifest = exchange.read_client_delta(store, ident, round_idx, cid)
+            delta, manifest = exchange.read_client_delta(store, ident, expected)
         except DeltaValidationError as err:
             failures[cid] = f"{err.reason}: {err}"
             continue
         updates[cid] = ClientUpdate(delta=delta, stats=manifest.stats)
         sizes[cid] = manifest.nbytes
 
-    with runtime.borrowed_bundle(cfg, clock) as bundle:
+    with runtime.borrowed_bundle(cfg) as bundle:
         probes = eval_sets(cfg).probe
 
         def probe(cid: str, upd: ClientUpdate) -> ClientStats:
@@ -86,24 +78,62 @@ def aggregate_task(
         outcome = aggregate_round(
             global_adapter, updates, failures, state, cfg, round_idx, sizes, probe if use_probe else None
         )
-
-    key = exchange.write_global(
-        store, ident, round_idx, outcome.adapter, outcome.accepted, cfg.aggregation.strategy
+    key, sha, nbytes = exchange.write_global_adapter(store, ident, round_idx, outcome.adapter)
+    return Candidate(
+        round=round_idx,
+        candidate_key=key,
+        candidate_sha256=sha,
+        candidate_nbytes=nbytes,
+        rows=outcome.rows,
+        accepted=outcome.accepted,
+        state=outcome.state,
     )
-    table = {
-        "round": round_idx,
-        "global_key": key,
-        "state_key": layout.state_key(ident.prefix, ident.experiment, round_idx),
-        "rows": [r.model_dump() for r in outcome.rows],
-    }
-    exchange.write_round_table(store, ident, round_idx, table)
-    # The state, written last, is the round's commit marker.
-    exchange.write_state(store, ident, outcome.state.model_copy(update={"global_key": key}))
-    return {**table, "timings": clock.result()}
 
 
-@task(name="last-committed-round", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=2)
-def last_committed_round_task(cfg: ExperimentConfig) -> int:
-    """The last round whose state is committed (0 right after initialisation)."""
-    last = exchange.last_committed_round(make_store(cfg.store), exchange.identity(cfg))
-    return 0 if last is None else last
+@task(
+    name="commit-round",
+    task_run_name="commit-round-{candidate.round}",
+    retries=2,
+    retry_condition_fn=is_transient,
+    retry_delay_seconds=3,
+)
+@timed("aggregate_s")
+def commit_task(cfg: ExperimentConfig, candidate: Candidate, evaluation: EvalSummary) -> RoundResult:
+    """The commit gate, then round t's manifest, result and state (the state, written last, commits).
+
+    A refused round keeps theta_{t-1} as the head (its manifest names theta_{t-1}'s adapter) and
+    the server statistics of round t-1; the refused candidate stays in the store as evidence.
+    """
+    ledger = Ledger(cfg)
+    store, ident, t = ledger.store, ledger.ident, candidate.round
+    adapter = exchange.read_adapter(store, candidate.candidate_key, candidate.candidate_sha256)
+    head = ledger.head_evaluation(t)
+    reason = gate_reason(
+        adapter, evaluation.macro_accuracy, head.macro_accuracy, cfg.federation.max_eval_drop
+    )
+    if reason:
+        previous = exchange.read_global_manifest(store, ident, t - 1)
+        named = (previous.adapter_key, previous.sha256, previous.nbytes)
+        state = exchange.read_state(store, ident, t - 1).model_copy(
+            update={"round": t, "global_key": previous.adapter_key}
+        )
+        exchange.write_global_manifest(store, ident, t, named, clients=[], strategy="refused")
+    else:
+        named = (candidate.candidate_key, candidate.candidate_sha256, candidate.candidate_nbytes)
+        state = candidate.state.model_copy(update={"global_key": candidate.candidate_key})
+        exchange.write_global_manifest(
+            store, ident, t, named, clients=candidate.accepted, strategy=cfg.aggregation.strategy
+        )
+    result = RoundResult(
+        round=t,
+        status="refused" if reason else "committed",
+        reason=reason,
+        global_key=named[0],
+        candidate_key=candidate.candidate_key,
+        state_key=layout.state_key(ident.prefix, ident.experiment, t),
+        rows=candidate.rows,
+        evaluation=evaluation,
+    )
+    exchange.write_round_result(store, ident, result)
+    exchange.write_state(store, ident, state)
+    return result

@@ -1,53 +1,59 @@
-"""Register each round's global adapter in the MLflow model registry (champion / challenger)."""
+"""Register each committed round's global adapter in the MLflow model registry (champion / challenger)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from prefect import task
 
 from fgrpo_core.config import ExperimentConfig
+from fgrpo_core.errors import FgrpoError
 from fgrpo_core.models import save_adapter_folder
+from fgrpo_core.types import RegistryOutcome, RoundResult
 from fgrpo_io import exchange, runtime
+from fgrpo_io.ledger import Ledger
 from fgrpo_io.registry import register_round_model, registered_name
-from fgrpo_io.store import make_store
-from fgrpo_io.timing import Stopwatch
-from fgrpo_io.tracking import tracker_for
+from fgrpo_io.timing import timed
 from tasks.retry import is_transient
 
 
 @task(
     name="register-adapter",
-    task_run_name="register-round-{round_idx}",
+    task_run_name="register-round-{result.round}",
     retries=2,
     retry_condition_fn=is_transient,
     retry_delay_seconds=3,
 )
-def register_task(cfg: ExperimentConfig, round_run_id: str, round_idx: int, score: float) -> dict[str, Any]:
-    """Log theta_t as a PEFT folder on the round's run and register it as a model version.
+@timed("mlflow_s")
+def register_task(cfg: ExperimentConfig, result: RoundResult) -> RoundResult:
+    """Log theta_t as a PEFT folder on the round's run, register it, decide its alias.
 
-    Returns the version, its alias, the champion and the task's ``timings`` (store I/O vs MLflow).
+    A refused round registers nothing (its head is the version already registered). Returns the
+    result with its ``registry`` outcome.
     """
-    clock = Stopwatch("mlflow_s")
-    adapter = exchange.read_global(clock.store(make_store(cfg.store)), exchange.identity(cfg), round_idx)
-    folder = runtime.work_dir(cfg, "adapters", f"round-{round_idx:04d}")
-    with runtime.borrowed_bundle(cfg, clock) as bundle:
-        save_adapter_folder(bundle.model, adapter, folder)
-    tracker = tracker_for(cfg)
-    tracker.log_adapter_artifacts(round_run_id, folder, "adapter")
-    result = register_round_model(
-        tracker.client,
+    if result.status == "refused":
+        return result
+    run_id = result.mlflow_round_run_id
+    if run_id is None:
+        raise FgrpoError(f"round {result.round}: log the round (log_round_task) before registering it")
+    ledger = Ledger(cfg)
+    existing = ledger.round_version(run_id, result.round)
+    if existing is None:
+        adapter = exchange.read_global(ledger.store, ledger.ident, result.round)
+        folder = runtime.work_dir(cfg, "adapters", f"round-{result.round:04d}")
+        with runtime.borrowed_bundle(cfg) as bundle:
+            save_adapter_folder(bundle.model, adapter, folder)
+        ledger.tracker.log_adapter_artifacts(run_id, folder, "adapter")
+    outcome = register_round_model(
+        ledger.tracker.client,
         registered_name(cfg),
-        round_run_id,
+        run_id,
         "adapter",
-        round_idx,
+        result.round,
         cfg.name,
         cfg.aggregation.strategy,
-        score,
+        result.macro_accuracy,
+        existing_version=existing,
     )
-    return {
-        "version": result.version,
-        "alias": result.alias,
-        "champion_version": result.champion_version,
-        "timings": clock.result(),
-    }
+    registry = RegistryOutcome(
+        version=outcome.version, alias=outcome.alias, champion_version=outcome.champion_version
+    )
+    return result.model_copy(update={"registry": registry})

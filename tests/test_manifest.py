@@ -16,7 +16,6 @@ from fgrpo_core.errors import DeltaValidationError
 from fgrpo_core.manifest import (
     ClientManifest,
     GlobalManifest,
-    check_client_manifest,
     check_sha256,
     config_hash,
 )
@@ -95,44 +94,16 @@ def test_global_manifest_json_round_trip() -> None:
     assert back.created_at == manifest.created_at
 
 
-def test_manifests_reject_unknown_fields_and_inconsistent_stats() -> None:
+def test_manifests_reject_unknown_fields_and_malformed_values() -> None:
     # Prepare
     data = json.loads(_client_manifest().model_dump_json())
     # Execute / Assert
     with pytest.raises(ValidationError, match="extra"):
         ClientManifest.model_validate({**data, "note": "x"})
-    with pytest.raises(ValidationError, match="disagree"):
-        ClientManifest.model_validate({**data, "client_id": "bob"})  # stats still say alice
     with pytest.raises(ValidationError, match="ISO-8601"):
         ClientManifest.model_validate({**data, "created_at": "yesterday"})
     with pytest.raises(ValidationError, match="sha256"):
         ClientManifest.model_validate({**data, "sha256": "XYZ"})
-
-
-@pytest.mark.parametrize(
-    ("field", "found"),
-    [
-        ("round", 2),  # replay of an earlier round
-        ("experiment", "other-experiment"),
-        ("client_id", "mallory"),  # a delta that claims to be another client's
-        ("base_model_id", "another/base-model"),
-        ("base_revision", "v2"),
-        ("adapter_config_hash", "00" * 32),
-    ],
-)
-def test_check_client_manifest_rejects_each_mismatch(field: str, found: Any) -> None:
-    # Prepare: the unmodified manifest passes the same check.
-    check_client_manifest(_client_manifest(), **EXPECTED)
-    manifest = _client_manifest(**{field: found})
-    # Execute
-    with pytest.raises(DeltaValidationError) as caught:
-        check_client_manifest(manifest, **EXPECTED)
-    # Assert: the message names the field and both values.
-    message = str(caught.value)
-    assert caught.value.reason == "manifest"
-    assert f"'{field}'" in message
-    assert repr(found) in message
-    assert repr(EXPECTED[field]) in message
 
 
 def test_check_sha256() -> None:

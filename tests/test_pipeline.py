@@ -161,19 +161,17 @@ def test_champion_is_the_best_round(s3_run: dict[str, Any]) -> None:
 
 def test_timings_split_the_wall_time(s3_run: dict[str, Any]) -> None:
     # Prepare
-    from fgrpo_io.timing import ORCHESTRATION, PARTS, add
+    from fgrpo_io.timing import ORCHESTRATION, PARTS
 
     summary = s3_run["summary"]
+    # Execute: the run-wide collector's split, as `fgrpo run --json` prints it.
     timings = summary["timings"]
-    # Execute: the parts the rounds' reports recorded, added up.
-    per_round = add(report["timings"] for report in summary["rounds"])
-    # Assert: every part, none negative, together the wall time (each rounded to the ms).
+    # Assert: every part, none negative, together the wall time (each rounded to the ms), and
+    # every timed task's main part was collected (the flows themselves never touch timings).
     assert set(timings) == {*PARTS, ORCHESTRATION}
     assert all(seconds >= 0 for seconds in timings.values())
     assert sum(timings.values()) == pytest.approx(summary["wall_time_s"], abs=0.02)
-    assert all(timings[part] > 0 for part in ("train_s", "evaluate_s", "store_io_s", "mlflow_s"))
-    # The rounds are part of the experiment: no part of theirs exceeds the experiment's.
-    assert all(per_round[part] <= timings[part] + 1e-3 for part in PARTS)
+    assert all(timings[part] > 0 for part in ("train_s", "aggregate_s", "evaluate_s", "store_io_s", "mlflow_s"))
 
 
 def test_report_of_the_run_shows_its_rounds_and_registry(s3_run: dict[str, Any]) -> None:

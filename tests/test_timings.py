@@ -1,4 +1,4 @@
-"""The wall-time split: a task's stopwatch, the timed store, and how the flows add the parts up."""
+"""The wall-time split: a task's stopwatch, the timed store, and the run-wide collector."""
 
 from __future__ import annotations
 
@@ -35,9 +35,9 @@ class SlowStore(LocalStore):
         self.clock.advance(self.seconds)
         super().put_bytes(key, data, overwrite=overwrite)
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes:
         self.clock.advance(self.seconds)
-        return super().get_bytes(key)
+        return super().get_bytes(key, max_bytes)
 
     def exists(self, key: str) -> bool:
         self.clock.advance(self.seconds)
@@ -74,33 +74,60 @@ def test_main_part_takes_the_time_no_other_part_claims(clock: FakeClock) -> None
     assert sum(result.values()) == pytest.approx(6.5)
 
 
-def test_timed_store_counts_every_call_and_passes_results_through(clock: FakeClock, tmp_path: Path) -> None:
-    # Prepare: each store call takes 0.25 s.
-    watch = Stopwatch("aggregate_s")
-    store = watch.store(SlowStore(tmp_path, clock, 0.25))
-    # Execute: 4 calls, and 1 s of the task's own work.
-    store.put_bytes("exp/a.bin", b"abc")
-    data = store.get_bytes("exp/a.bin")
-    there = store.exists("exp/a.bin")
-    keys = store.list_keys("exp/")
-    clock.advance(1.0)
-    result = watch.result()
-    # Assert
+def test_timed_store_counts_every_call_of_a_timed_task(clock: FakeClock, tmp_path: Path) -> None:
+    # Prepare: each store call takes 0.25 s; the task does 1 s of its own work.
+    store = timing.TimedStore(SlowStore(tmp_path, clock, 0.25))
+
+    @timing.timed("aggregate_s")
+    def task() -> tuple[bytes, bool, list[str]]:
+        store.put_bytes("exp/a.bin", b"abc")
+        out = store.get_bytes("exp/a.bin"), store.exists("exp/a.bin"), store.list_keys("exp/")
+        clock.advance(1.0)
+        return out
+
+    # Execute
+    with timing.collect() as collected:
+        data, there, keys = task()
+    # Assert: results pass through; the collector got the task's split.
     assert (data, there, keys) == (b"abc", True, ["exp/a.bin"])
     assert store.uri("exp/a.bin") == (tmp_path / "exp/a.bin").resolve().as_uri()
-    assert result["store_io_s"] == pytest.approx(4 * 0.25)
-    assert result["aggregate_s"] == pytest.approx(1.0)
+    assert collected.totals["store_io_s"] == pytest.approx(4 * 0.25)
+    assert collected.totals["aggregate_s"] == pytest.approx(1.0)
 
 
-def test_a_failing_store_call_still_counts(clock: FakeClock, tmp_path: Path) -> None:
+def test_a_failing_task_and_its_failing_store_call_still_count(clock: FakeClock, tmp_path: Path) -> None:
     # Prepare
-    watch = Stopwatch("evaluate_s")
-    store = watch.store(SlowStore(tmp_path, clock, 0.5))
+    store = timing.TimedStore(SlowStore(tmp_path, clock, 0.5))
+
+    @timing.timed("evaluate_s")
+    def task() -> bytes:
+        return store.get_bytes("exp/missing.bin")
+
     # Execute
-    with pytest.raises(ObjectNotFoundError, match="no object"):
-        store.get_bytes("exp/missing.bin")
+    with timing.collect() as collected, pytest.raises(ObjectNotFoundError, match="no object"):
+        task()
     # Assert
-    assert watch.result()["store_io_s"] == pytest.approx(0.5)
+    assert collected.totals["store_io_s"] == pytest.approx(0.5)
+
+
+def test_concurrent_work_is_scaled_to_its_wall_time_and_waits_are_recorded(clock: FakeClock) -> None:
+    # Prepare: two "parallel" tasks of 3 s each that took 4 s of wall time together.
+    @timing.timed("train_s")
+    def client() -> None:
+        clock.advance(3.0)
+
+    # Execute
+    with timing.collect() as collected:
+        with timing.concurrent():
+            client()
+            client()
+            clock.now -= 2.0  # the fake clock ran them one after the other: 6 s; the wall saw 4 s
+        timing.record("train_s", 1.5)  # e.g. a wait for remote owners
+    # Assert
+    assert collected.totals["train_s"] == pytest.approx(4.0 + 1.5)
+    # Outside any collector nothing is recorded and nothing fails.
+    client()
+    timing.record("train_s", 1.0)
 
 
 def test_unknown_part_is_refused() -> None:

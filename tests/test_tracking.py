@@ -14,7 +14,8 @@ import pytest
 from mlflow import MlflowClient
 
 from fgrpo_core.config import TrackingSettings, parse_config
-from fgrpo_io.registry import get_aliases, register_round_model
+from fgrpo_core.types import EvalSummary, FamilyScore, RoundResult, RoundRow
+from fgrpo_io.registry import get_aliases, register_round_model, round_version
 from fgrpo_io.tracking import (
     HTTP_ENV_DEFAULTS,
     PARAM_VALUE_LIMIT,
@@ -39,12 +40,19 @@ def tracker(tmp_path_factory: pytest.TempPathFactory) -> Tracker:
     return Tracker(f"sqlite:///{root / 'mlflow.db'}", artifact_root=root / "artifacts")
 
 
-def _row(client_id: str, weight: float, accepted: bool) -> dict[str, float | str | bool]:
-    return {
-        "client_id": client_id, "r_pre": 0.2, "r_post": 0.3, "sigma_diff": 0.1, "baseline": 0.2,
-        "scale": 0.05, "gain": 1.5, "weight": weight, "delta_norm": 0.7, "delta_bytes": 1024,
-        "accepted": accepted,
-    }  # fmt: skip
+def _row(client_id: str, weight: float, accepted: bool) -> RoundRow:
+    return RoundRow(
+        client_id=client_id, r_pre=0.2, r_post=0.3, sigma_diff=0.1, baseline=0.2, scale=0.05,
+        gain=1.5, weight=weight, delta_norm=0.7, delta_bytes=1024, accepted=accepted,
+    )  # fmt: skip
+
+
+def _result(t: int, rows: list[RoundRow], add1: float, macro: float) -> RoundResult:
+    families = {"add1": FamilyScore(accuracy=add1, mean_reward=0.4, n=8)}
+    return RoundResult(
+        round=t, status="committed", global_key=f"g/{t}", candidate_key=f"g/{t}", state_key=f"s/{t}",
+        rows=rows, evaluation=EvalSummary(families=families, macro_accuracy=macro),
+    )  # fmt: skip
 
 
 def _adapter_folder(folder: Path) -> Path:
@@ -92,19 +100,19 @@ def test_runs_params_round_metrics_and_tables(tracker: Tracker) -> None:
     # Prepare
     params = flatten_config(parse_config(CONFIG))
     weights = {0: {"a": 0.25, "b": 0.75}, 1: {"a": 0.6, "b": 0.4}}
-    evals = {
-        r: {"add1/accuracy": 0.5 + r / 10, "add1/mean_reward": 0.4, "macro_accuracy": 0.45} for r in (0, 1)
-    }
     # Execute
     parent = tracker.start_experiment_run("fgrpo-tests", "track-test", params, {"strategy": "fgrpo"})
     round_runs = []
     for r in (0, 1):
-        round_run = tracker.start_round_run(parent, r)
+        round_run = tracker.start_round_run(parent, r + 1)
         rows = [_row("a", weights[r]["a"], True), _row("b", weights[r]["b"], r == 0)]
-        tracker.log_round(parent, round_run, r, rows, evals[r])
+        tracker.log_round(parent, round_run, "track-test", _result(r + 1, rows, 0.5 + r / 10, 0.45))
         tracker.finish_run(round_run)
         round_runs.append(round_run)
-    resumed = tracker.start_experiment_run("fgrpo-tests", "track-test", params, {"strategy": "fgrpo"})
+    unfinished = tracker.unfinished_parent_run("fgrpo-tests", "track-test")
+    resumed = tracker.start_experiment_run(
+        "fgrpo-tests", "track-test", params, {"strategy": "fgrpo"}, resume=unfinished
+    )
     tracker.finish_run(parent)
     # Assert
     client = tracker.client
@@ -113,38 +121,44 @@ def test_runs_params_round_metrics_and_tables(tracker: Tracker) -> None:
     assert run.data.params["grpo.learning_rate"] == "0.002"
     assert run.data.params["clients.0.id"] == "a"
     history = sorted(client.get_metric_history(parent, "client/a/weight"), key=lambda m: m.step)
-    assert [(m.step, m.value) for m in history] == [(0, 0.25), (1, 0.6)]
+    assert [(m.step, m.value) for m in history] == [(1, 0.25), (2, 0.6)]
     accepted_b = sorted(client.get_metric_history(parent, "client/b/accepted"), key=lambda m: m.step)
     assert [m.value for m in accepted_b] == [1.0, 0.0]
     assert run.data.metrics["eval/add1/accuracy"] == pytest.approx(0.6)
     assert run.data.metrics["eval/macro_accuracy"] == pytest.approx(0.45)
     round_1 = client.get_run(round_runs[1])
-    assert round_1.info.run_name == "round-0001"
+    assert round_1.info.run_name == "round-0002"
     assert round_1.data.tags["mlflow.parentRunId"] == parent
     assert round_1.data.metrics["client/a/weight"] == pytest.approx(0.6)
     assert [m.step for m in client.get_metric_history(round_runs[1], "client/a/weight")] == [0]
-    assert {f.path for f in client.list_artifacts(round_runs[0])} == {"round_table.json", "round_table.md"}
+    assert {f.path for f in client.list_artifacts(round_runs[0])} == {"round_result.json", "round_table.md"}
+    assert tracker.round_run(parent, 2) == (round_runs[1], True)
+    assert tracker.unfinished_parent_run("fgrpo-tests", "track-test") is None
 
 
-def test_resumed_round_is_not_logged_twice(tracker: Tracker) -> None:
+def test_a_round_run_is_found_and_marked_logged(tracker: Tracker) -> None:
     # Prepare
     parent = tracker.start_experiment_run("fgrpo-tests", "resume-round", {}, {})
-    round_run = tracker.start_round_run(parent, 0)
-    tracker.log_round(parent, round_run, 0, [_row("a", 1.0, True)], {"macro_accuracy": 0.3})
+    round_run = tracker.start_round_run(parent, 1)
+    before = tracker.round_run(parent, 1)
     # Execute
-    again = tracker.start_round_run(parent, 0)
-    tracker.log_round(parent, again, 0, [_row("a", 1.0, True)], {"macro_accuracy": 0.3})
-    # Assert
-    assert again == round_run
+    tracker.log_round(parent, round_run, "resume-round", _result(1, [_row("a", 1.0, True)], 0.3, 0.3))
+    # Assert: the ledger's question (is round 1 logged?) has its answer in MLflow.
+    assert before == (round_run, False)
+    assert tracker.round_run(parent, 1) == (round_run, True)
+    assert tracker.round_run(parent, 2) is None
     assert len(tracker.client.get_metric_history(parent, "client/a/weight")) == 1
 
 
 def test_resume_with_changed_params_is_refused(tracker: Tracker) -> None:
     # Prepare
     tracker.start_experiment_run("fgrpo-tests", "changed", {"grpo.learning_rate": "0.001"}, {})
+    unfinished = tracker.unfinished_parent_run("fgrpo-tests", "changed")
     # Execute / Assert
     with pytest.raises(TrackingError, match=r"grpo\.learning_rate"):
-        tracker.start_experiment_run("fgrpo-tests", "changed", {"grpo.learning_rate": "0.01"}, {})
+        tracker.start_experiment_run(
+            "fgrpo-tests", "changed", {"grpo.learning_rate": "0.01"}, {}, resume=unfinished
+        )
 
 
 def test_registry_champion_and_challenger(tracker: Tracker, tmp_path: Path) -> None:
@@ -162,7 +176,10 @@ def test_registry_champion_and_challenger(tracker: Tracker, tmp_path: Path) -> N
             register_round_model(client, "fgrpo-reg", round_run, "adapter", r, "registry", "fgrpo", score)
         )
         aliases.append(get_aliases(client, "fgrpo-reg"))
-    replay = register_round_model(client, "fgrpo-reg", round_run, "adapter", 2, "registry", "fgrpo", 0.6)
+    existing = round_version(client, "fgrpo-reg", round_run, 2)
+    replay = register_round_model(
+        client, "fgrpo-reg", round_run, "adapter", 2, "registry", "fgrpo", 0.6, existing_version=existing
+    )
     # Assert
     assert [res.version for res in results] == ["1", "2", "3"]
     assert [res.alias for res in results] == ["champion", "challenger", "champion"]
@@ -171,7 +188,7 @@ def test_registry_champion_and_challenger(tracker: Tracker, tmp_path: Path) -> N
     assert aliases[1] == {"champion": "1", "challenger": "2"}
     # A new champion leaves the challenger where it was (the latest version that lost).
     assert aliases[2] == {"champion": "3", "challenger": "2"}
-    assert (replay.version, replay.alias) == ("3", "champion")
+    assert existing == "3" and (replay.version, replay.alias) == ("3", "champion")
     assert len(client.search_model_versions("name = 'fgrpo-reg'")) == 3
     tags = client.get_model_version("fgrpo-reg", "2").tags
     assert tags["experiment"] == "registry" and tags["round"] == "1" and tags["strategy"] == "fgrpo"

@@ -1,0 +1,39 @@
+"""Read-only tasks that ask the ledger what is committed and what is left to do (fgrpo_io/ledger.py)."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from fgrpo_core.config import ExperimentConfig
+from fgrpo_core.types import RoundResult
+from fgrpo_io.ledger import Ledger, RoundProgress
+from fgrpo_io.timing import timed
+from tasks.retry import is_transient
+
+
+@task(name="first-round-to-run", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=2)
+@timed("store_io_s")
+def first_round_task(cfg: ExperimentConfig, parent_run_id: str | None) -> int:
+    """The round to start from: the last committed one if MLflow lacks part of it, else the next."""
+    return Ledger(cfg).first_round_to_run(parent_run_id)
+
+
+@task(
+    name="round-progress",
+    task_run_name="round-progress-{round_idx}",
+    retries=2,
+    retry_condition_fn=is_transient,
+    retry_delay_seconds=2,
+)
+@timed("store_io_s")
+def round_progress_task(cfg: ExperimentConfig, round_idx: int, parent_run_id: str | None) -> RoundProgress:
+    """What exists of round t (its committed result, its MLflow run) before the round flow acts."""
+    return Ledger(cfg).progress(round_idx, parent_run_id)
+
+
+@task(name="read-round-results", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=2)
+@timed("store_io_s")
+def read_results_task(cfg: ExperimentConfig, rounds: list[int]) -> list[RoundResult]:
+    """The stored results of the committed rounds among ``rounds``."""
+    ledger = Ledger(cfg)
+    return [r for r in (ledger.result(t) for t in rounds) if r is not None]
