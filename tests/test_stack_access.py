@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import stat
 import time
 import urllib.error
@@ -275,12 +274,3 @@ def test_minio_without_mc_is_refused_before_anything_starts(
     with pytest.raises(StackError, match=r"no `mc` on PATH.*root keys"):
         stack.up(cfg, tmp_path / "cfg.yaml", tmp_path / "stack")
     assert not (tmp_path / "stack").exists()
-
-
-def _wait(predicate: Any, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.5)
-    return predicate()
