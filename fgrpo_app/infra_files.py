@@ -3,8 +3,8 @@
     python -m fgrpo_app.infra_files --config configs/demo.yaml --out infra
 
 writes `policies/owner-<id>.json` (for the config's bucket, prefix and experiment) and
-`work-pool-template.json` (the owners' process work pool template with `command` and `env`
-pinned; the device comes from each worker's own environment). tests/test_infra.py checks that
+`work-pool-template.json` (the owners' process work pool template without `command`, `env` and
+`working_dir`, so nobody can override them; the device comes from each worker's environment). tests/test_infra.py checks that
 the committed files are these.
 """
 
@@ -24,7 +24,7 @@ TEMPLATE_FILE = "work-pool-template.json"
 def write_infra_files(cfg: ExperimentConfig, out_dir: Path) -> list[Path]:
     paths = write_policies(cfg, out_dir / "policies")
     template = out_dir / TEMPLATE_FILE
-    template.write_text(json.dumps(pinned_job_template({}), indent=2) + "\n")
+    template.write_text(json.dumps(pinned_job_template(), indent=2) + "\n")
     return [*paths, template]
 
 

@@ -1,8 +1,9 @@
 """Each owner's side of the local stack: a work pool whose job template is pinned, a deployment, a worker.
 
-The pool's base job template fixes `command` (the worker's own engine command) and `env` (the
-owner's device), and its variables schema forbids every other key: a deployment or flow run that
-tries to override them is refused by the Prefect server (422), and a worker would ignore them.
+The pool's base job template has no `command`, `env` or `working_dir` at all, and its variables
+schema forbids every key it does not list: a flow run created from a deployment with such an
+override is refused by the Prefect server (422), and what reaches the worker by a route the
+server does not check (see `pinned_job_template`) has nothing to fill.
 """
 
 from __future__ import annotations
@@ -22,24 +23,26 @@ from fgrpo_io.store import ENDPOINT_ENV
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 # Job variables nobody may set through a deployment or a flow run.
-PINNED_VARIABLES = ("command", "env")
+PINNED_VARIABLES = ("command", "env", "working_dir")
 
 
-def pinned_job_template(env: dict[str, str]) -> dict[str, Any]:
-    """The process worker's default base job template with `command` and `env` fixed.
+def pinned_job_template() -> dict[str, Any]:
+    """The process worker's default base job template without `command`, `env` and `working_dir`.
 
-    `command` None is the worker's own `python -m prefect.engine`; `env` is merged over the
-    worker's environment by the worker, so an owner's device goes here (or in the worker's env).
+    Removed from `job_configuration`, not fixed to values there: Prefect 3.9's worker merges any
+    `env` job variable into a dict-valued `env` even when the schema does not allow the key, and
+    the server checks job variables against the schema only when a flow run is created from a
+    deployment (not on PATCH /deployments/{id} nor POST /flow_runs/). So the worker's defaults
+    apply: its own `python -m prefect.engine`, its own environment (the owner's device is
+    `FGRPO_DEVICE` there), a fresh temporary folder.
     """
     from prefect.workers.process import ProcessWorker
 
     template = copy.deepcopy(ProcessWorker.get_default_base_job_template())
-    template["job_configuration"]["command"] = None
-    template["job_configuration"]["env"] = dict(env)
-    variables = template["variables"]
     for name in PINNED_VARIABLES:
-        variables["properties"].pop(name)
-    variables["additionalProperties"] = False  # an unknown job variable is a 422, not ignored
+        del template["job_configuration"][name]
+        del template["variables"]["properties"][name]
+    template["variables"]["additionalProperties"] = False  # an unknown job variable is a 422
     return template
 
 
@@ -58,10 +61,9 @@ def deploy_clients(servers: Servers, cfg: ExperimentConfig) -> None:
     from prefect.client.schemas.actions import WorkPoolCreate
 
     from flows.distributed import work_pool_name
-    from flows.owner import DEVICE_ENV
 
     async def create_pools() -> None:
-        template = pinned_job_template({DEVICE_ENV: cfg.grpo.device})
+        template = pinned_job_template()
         async with get_client() as client:
             for spec in cfg.clients:
                 pool = WorkPoolCreate(
@@ -92,7 +94,7 @@ def start_worker(
 ) -> Component:
     """One owner's worker: only its own credentials, config and Prefect home."""
     from flows.distributed import work_pool_name
-    from flows.owner import OWNER_CONFIG_ENV, OWNER_ID_ENV
+    from flows.owner import DEVICE_ENV, OWNER_CONFIG_ENV, OWNER_ID_ENV
 
     home = stack_dir / "workers" / owner
     home.mkdir(parents=True, exist_ok=True)
@@ -114,6 +116,7 @@ def start_worker(
         "AWS_DEFAULT_REGION": cfg.store.region,
         OWNER_CONFIG_ENV: str(owner_config),
         OWNER_ID_ENV: owner,
+        DEVICE_ENV: cfg.grpo.device,  # the worker's env reaches its flow runs; a job variable cannot
         "PYTHONPATH": python_path,
     }
     pool = work_pool_name(owner)

@@ -49,7 +49,9 @@ def test_the_generated_infra_files_are_the_committed_ones(tmp_path: Path) -> Non
     )
     template = json.loads((INFRA / TEMPLATE_FILE).read_text())
     assert template["variables"]["additionalProperties"] is False
-    assert not {"command", "env"} & set(template["variables"]["properties"])
+    assert not {"command", "env", "working_dir"} & (
+        set(template["variables"]["properties"]) | set(template["job_configuration"])
+    )
 
 
 def test_compose_binds_loopback_and_needs_the_prefect_auth_string() -> None:

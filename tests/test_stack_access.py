@@ -193,71 +193,89 @@ def test_every_owner_pool_pins_command_and_env(access: dict[str, Any]) -> None:
     # Execute
     with _client_settings(access):
         got = asyncio.run(probe())
-    # Assert: the template the server holds is the pinned one, the device baked into env.
+    # Assert: the template the server holds is the pinned one; the device is in the worker's env.
     for pool in got["pools"].values():
-        assert pool.base_job_template == pinned_job_template({"FGRPO_DEVICE": cfg.grpo.device})
-        assert pool.base_job_template["job_configuration"]["env"] == {"FGRPO_DEVICE": "cpu"}
+        assert pool.base_job_template == pinned_job_template()
+        assert not {"command", "env", "working_dir"} & set(pool.base_job_template["job_configuration"])
+    for comp in stack.components(access["state"]):
+        if comp.name.startswith("worker-"):
+            assert psutil.Process(comp.pid).environ()["FGRPO_DEVICE"] == cfg.grpo.device == "cpu"
     # Assert: a flow run asking for another command or env is refused with the server's reason.
+    assert set(got["refused"]) == {"command", "env"}
     for name, answer in got["refused"].items():
         assert answer.startswith("422 "), answer
         assert "Additional properties are not allowed" in answer and f"'{name}'" in answer, answer
 
 
-def test_a_smuggled_command_never_runs_and_the_run_fails_with_its_reason(access: dict[str, Any]) -> None:
-    # Prepare: POST /flow_runs/ does not check job variables against the pool's schema, so a
-    # caller can still attach a `command`; only the pinned template stops it. Control: owner-b's
-    # pool with Prefect's default template runs the same command.
+def test_smuggled_job_variables_have_no_effect_and_the_run_fails_with_its_reason(
+    access: dict[str, Any],
+) -> None:
+    # Prepare: two routes Prefect 3.9 does not check against the pool's schema: PATCH of a
+    # deployment's job variables (an `env` that would widen the owner's config folder to /) and
+    # POST /flow_runs/ (a `command`). Only the pinned template stops them. Control: owner-b's
+    # pool switched to Prefect's default template gets the same attack.
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolUpdate
     from prefect.workers.process import ProcessWorker
 
     cfg = access["cfg"]
     markers = {o: access["out"] / f"pwned-{o}" for o in OWNERS}
-    params = {"round_idx": 1, "experiment": cfg.name, "experiment_config": "../../../../etc/hostname"}
+    params = {
+        "round_idx": 1,
+        "experiment": cfg.name,
+        "experiment_config": "../../../../../../../../etc/hostname",
+    }
+
+    async def attack(client: Any, owner: str) -> tuple[int, str]:
+        deployment = await client.read_deployment_by_name(deployment_name(owner))
+        widen = {"job_variables": {"env": {"FGRPO_OWNER_CONFIG_DIR": "/"}}}
+        patched = await client._client.patch(f"/deployments/{deployment.id}", json=widen)
+        body = {
+            "flow_id": str(deployment.flow_id),
+            "deployment_id": str(deployment.id),
+            "work_pool_name": work_pool_name(owner),
+            "parameters": {**params, "client_id": owner},
+            "job_variables": {"command": f"touch {markers[owner]}"},
+            "state": {"type": "SCHEDULED"},
+        }
+        return patched.status_code, (await client._client.post("/flow_runs/", json=body)).json()["id"]
 
     async def smuggle() -> dict[str, Any]:
         async with get_client() as client:
+            default = ProcessWorker.get_default_base_job_template()
             await client.update_work_pool(
-                work_pool_name("owner-b"),
-                WorkPoolUpdate(base_job_template=ProcessWorker.get_default_base_job_template()),
+                work_pool_name("owner-b"), WorkPoolUpdate(base_job_template=default)
             )
-            ids = {}
-            for owner in OWNERS:
-                deployment = await client.read_deployment_by_name(deployment_name(owner))
-                body = {
-                    "flow_id": str(deployment.flow_id),
-                    "deployment_id": str(deployment.id),
-                    "work_pool_name": work_pool_name(owner),
-                    "parameters": {**params, "client_id": owner},
-                    "job_variables": {"command": f"touch {markers[owner]}"},
-                    "state": {"type": "SCHEDULED"},
-                }
-                response = await client._client.post("/flow_runs/", json=body)
-                ids[owner] = response.json()["id"]
-            deadline = time.monotonic() + 180
-            runs = {}
-            while time.monotonic() < deadline:
-                runs = {o: await client.read_flow_run(i) for o, i in ids.items()}
-                if markers["owner-b"].exists() and runs["owner-a"].state.is_final():
-                    break
-                await asyncio.sleep(1)
-            template = pinned_job_template({"FGRPO_DEVICE": cfg.grpo.device})
+            sent = {o: await attack(client, o) for o in OWNERS}
+            started = time.monotonic()
+            deadline, seen, runs = started + 180, {}, {}
+            while time.monotonic() < deadline and not (seen and runs["owner-a"].state.is_final()):
+                runs = {o: await client.read_flow_run(run_id) for o, (_, run_id) in sent.items()}
+                if markers["owner-b"].exists() and not seen:
+                    seen["control"] = time.monotonic() - started
+                await asyncio.sleep(0.5)
+            # Put the stack back: pinned template, deployments without job variables.
+            template = pinned_job_template()
             await client.update_work_pool(
                 work_pool_name("owner-b"), WorkPoolUpdate(base_job_template=template)
             )
-            return runs
+            for owner in OWNERS:
+                deployment = await client.read_deployment_by_name(deployment_name(owner))
+                await client._client.patch(f"/deployments/{deployment.id}", json={"job_variables": {}})
+            return {"sent": sent, "runs": runs, "seen": seen}
 
     # Execute
     with _client_settings(access):
-        runs = asyncio.run(smuggle())
-    # Assert: the control ran the attacker's command; the pinned pool ran Prefect's engine, and
-    # the owner's flow refused the path outside its config folder, recorded in the run's state.
-    assert markers["owner-b"].exists()
+        got = asyncio.run(smuggle())
+    # Assert: Prefect accepted both smuggled routes (the limit this test guards against).
+    assert [status for status, _ in got["sent"].values()] == [204, 204]
+    # Assert: the control ran the attacker's command; the pinned pool ran Prefect's own engine
+    # with the owner's own env, and the owner's flow refused the path outside its config folder.
+    assert markers["owner-b"].exists() and "control" in got["seen"]
     assert not markers["owner-a"].exists()
-    state = runs["owner-a"].state
+    state = got["runs"]["owner-a"].state
     assert state.is_failed(), state
     assert "outside this owner's config folder" in (state.message or ""), state.message
-    assert runs["owner-a"].job_variables == {"command": f"touch {markers['owner-a']}"}
 
 
 def test_minio_without_mc_is_refused_before_anything_starts(
