@@ -226,7 +226,7 @@ def test_smuggled_job_variables_have_no_effect_and_the_run_fails_with_its_reason
         "experiment_config": "../../../../../../../../etc/hostname",
     }
 
-    async def attack(client: Any, owner: str) -> tuple[int, str]:
+    async def attack(client: Any, owner: str) -> tuple[tuple[int, int], str]:
         deployment = await client.read_deployment_by_name(deployment_name(owner))
         widen = {"job_variables": {"env": {"FGRPO_OWNER_CONFIG_DIR": "/"}}}
         patched = await client._client.patch(f"/deployments/{deployment.id}", json=widen)
@@ -238,7 +238,8 @@ def test_smuggled_job_variables_have_no_effect_and_the_run_fails_with_its_reason
             "job_variables": {"command": f"touch {markers[owner]}"},
             "state": {"type": "SCHEDULED"},
         }
-        return patched.status_code, (await client._client.post("/flow_runs/", json=body)).json()["id"]
+        created = await client._client.post("/flow_runs/", json=body)
+        return (patched.status_code, created.status_code), created.json()["id"]
 
     async def smuggle() -> dict[str, Any]:
         async with get_client() as client:
@@ -268,7 +269,7 @@ def test_smuggled_job_variables_have_no_effect_and_the_run_fails_with_its_reason
     with _client_settings(access):
         got = asyncio.run(smuggle())
     # Assert: Prefect accepted both smuggled routes (the limit this test guards against).
-    assert [status for status, _ in got["sent"].values()] == [204, 204]
+    assert [codes for codes, _ in got["sent"].values()] == [(204, 201), (204, 201)]
     # Assert: the control ran the attacker's command; the pinned pool ran Prefect's own engine
     # with the owner's own env, and the owner's flow refused the path outside its config folder.
     assert markers["owner-b"].exists() and "control" in got["seen"]
