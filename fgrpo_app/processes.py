@@ -1,7 +1,7 @@
 """Processes of the local stack: start one with its log, wait until it answers, stop it and its children.
 
-psutil gives a process's identity (pid plus `create_time`, so a pid that the kernel has reused
-for another process is never signalled), its descendants and the two-phase kill. Linux only
+psutil gives a process's identity (pid plus start time, so a pid that the kernel has reused for
+another process is never signalled), its descendants and the two-phase kill. Linux only
 where noted: two corner cases of zombies are read from /proc through psutil's own calls.
 """
 
@@ -27,6 +27,8 @@ READY_TIMEOUT_S = 180.0
 STOP_GRACE_S = 10.0
 KILL_WAIT_S = 5.0
 _POLL_S = 0.05
+# Start times come in clock ticks (1/100 s): two processes differ by at least one tick.
+_SAME_START_S = 1e-3
 
 
 class StackError(FgrpoError):
@@ -39,17 +41,22 @@ class Component:
 
     name: str
     pid: int
-    create_time: float  # psutil's start time: guards against a reused pid
+    started_s: float  # seconds after boot the process started: guards against a reused pid
     url: str
     log: str
 
 
-def create_time(pid: int) -> float:
-    """`pid`'s start time as psutil reports it (0.0 when it is already gone)."""
+def started_s(pid: int) -> float:
+    """Seconds after boot that `pid` started (-1.0 when it is already gone).
+
+    psutil's public `create_time()` is boot time + this, and boot time moves with the system
+    clock (NTP steps): a stack started before a clock change would not recognise its own
+    processes. psutil's own identity check uses the offset from boot, but only privately.
+    """
     try:
-        return psutil.Process(pid).create_time()
+        return psutil.Process(pid).create_time() - psutil.boot_time()
     except psutil.NoSuchProcess:
-        return 0.0
+        return -1.0
 
 
 def _process(comp: Component) -> psutil.Process | None:
@@ -58,8 +65,11 @@ def _process(comp: Component) -> psutil.Process | None:
         proc = psutil.Process(comp.pid)
     except psutil.NoSuchProcess:
         return None
-    # The same formula on the same kernel fields gives the same float; a reused pid differs.
-    return proc if proc.create_time() == comp.create_time else None
+    try:
+        started = proc.create_time() - psutil.boot_time()
+    except psutil.NoSuchProcess:
+        return None
+    return proc if abs(started - comp.started_s) < _SAME_START_S else None  # else a reused pid
 
 
 def _running(proc: psutil.Process) -> bool:
@@ -142,7 +152,7 @@ def spawn(name: str, cmd: list[str], env: dict[str, str], stack_dir: Path, url: 
             cwd=stack_dir,
             start_new_session=True,
         )
-    comp = Component(name=name, pid=proc.pid, create_time=create_time(proc.pid), url=url, log=str(log))
+    comp = Component(name=name, pid=proc.pid, started_s=started_s(proc.pid), url=url, log=str(log))
     pid_file = stack_dir / "pids" / f"{name}.pid"
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{proc.pid}\n")

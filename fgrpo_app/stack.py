@@ -31,7 +31,14 @@ def read_state(stack_dir: Path) -> dict[str, Any] | None:
 
 
 def components(state: dict[str, Any]) -> list[Component]:
-    return [Component(**c) for c in state["components"]]
+    rows = state["components"]
+    if any("started_s" not in c for c in rows):
+        pids = ", ".join(f"{c['name']} {c['pid']}" for c in rows)
+        raise StackError(
+            f"{STATE_FILE} was written by an older fgrpo (start times in clock ticks): stop its "
+            f"processes by hand ({pids}; each in its own process group), then delete {STATE_FILE}"
+        )
+    return [Component(**c) for c in rows]
 
 
 def up(
