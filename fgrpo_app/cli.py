@@ -18,6 +18,7 @@ from fgrpo_io.environment import apply_defaults
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Federated GRPO with FGRPO aggregation.")
 
 
+
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
