@@ -145,13 +145,14 @@ def provision_minio(
             )
 
     run("alias", "set", "stack", endpoint, *root)
-    policies = write_policies(cfg, stack_dir / "credentials" / "policies")
-    coordinator_file = stack_dir / "credentials" / "policies" / "coordinator.json"
-    coordinator_file.write_text(json.dumps(coordinator_policy(cfg.store.bucket)))
+    policy_dir = stack_dir / "credentials" / "policies"
+    write_policies(cfg, policy_dir)
+    (policy_dir / "coordinator.json").write_text(json.dumps(coordinator_policy(cfg.store.bucket)))
+    # key of `keys` -> MinIO user and policy name (the policy file is <name>.json).
+    users = {"coordinator": "coordinator", **{spec.id: f"owner-{spec.id}" for spec in cfg.clients}}
     keys: dict[str, tuple[str, str]] = {}
-    users = {"coordinator": coordinator_file, **{p.stem.removeprefix("owner-"): p for p in policies}}
-    for user, policy_file in users.items():
-        name = "coordinator" if user == "coordinator" else f"owner-{user}"
+    for user, name in users.items():
+        policy_file = policy_dir / f"{name}.json"
         keys[user] = (name, secrets.token_urlsafe(24))
         run("admin", "policy", "create", "stack", name, str(policy_file))
         run("admin", "user", "add", "stack", *keys[user])
