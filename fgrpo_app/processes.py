@@ -1,7 +1,8 @@
 """Processes of the local stack: start one with its log, wait until it answers, stop it and its children.
 
-Linux only: a process's identity is its pid plus its start time from /proc, so a pid that the
-kernel has reused for another process is never signalled.
+psutil gives a process's identity (pid plus start time, so a pid that the kernel has reused for
+another process is never signalled), its descendants and the two-phase kill. Linux only
+where noted: two corner cases of zombies are read from /proc through psutil's own calls.
 """
 
 from __future__ import annotations
@@ -17,12 +18,17 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from fgrpo_core.errors import FgrpoError
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 180.0
 STOP_GRACE_S = 10.0
 KILL_WAIT_S = 5.0
+_POLL_S = 0.05
+# Start times come in clock ticks (1/100 s): two processes differ by at least one tick.
+_SAME_START_S = 1e-3
 
 
 class StackError(FgrpoError):
@@ -35,98 +41,102 @@ class Component:
 
     name: str
     pid: int
-    start_ticks: int  # process start time from /proc: guards against a reused pid
+    started_s: float  # seconds after boot the process started: guards against a reused pid
     url: str
     log: str
 
 
-def _start_ticks(pid: int) -> int:
-    """Start time of `pid` in clock ticks since boot (0 where /proc is missing)."""
+def started_s(pid: int) -> float:
+    """Seconds after boot that `pid` started (-1.0 when it is already gone).
+
+    psutil's public `create_time()` is boot time + this, and boot time moves with the system
+    clock (NTP steps): a stack started before a clock change would not recognise its own
+    processes. psutil's own identity check uses the offset from boot, but only privately.
+    """
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return -1
-    except OSError:
-        return 0
-    # The command name is in parentheses and may hold spaces: split after the last ')'.
-    return int(stat.rpartition(")")[2].split()[19])
+        return psutil.Process(pid).create_time() - psutil.boot_time()
+    except psutil.NoSuchProcess:
+        return -1.0
 
 
-def _running(pid: int) -> bool:
-    """Whether `pid` still runs: not gone and not a finished zombie (a zombie of ours is reaped here)."""
+def _process(comp: Component) -> psutil.Process | None:
+    """The component's process, or None when it is gone or its pid now belongs to another one."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except FileNotFoundError:
+        proc = psutil.Process(comp.pid)
+    except psutil.NoSuchProcess:
+        return None
+    try:
+        started = proc.create_time() - psutil.boot_time()
+    except psutil.NoSuchProcess:
+        return None
+    return proc if abs(started - comp.started_s) < _SAME_START_S else None  # else a reused pid
+
+
+def _running(proc: psutil.Process) -> bool:
+    """Whether `proc` still runs: not gone and not a finished zombie (a zombie of ours is reaped here)."""
+    try:
+        if proc.status() != psutil.STATUS_ZOMBIE:
+            return True
+    except psutil.NoSuchProcess:
         return False
-    except OSError:
-        return True
-    if fields[0] != "Z":
-        return True
-    # "Z" is the main thread's state: while other threads still run (a server shutting down) the
-    # process has not ended. Reap only after seeing it: reaping first races with a dying process.
-    try:
-        reaped, _ = os.waitpid(pid, os.WNOHANG)
-        return reaped == 0  # 0: our child, not yet reapable
-    except ChildProcessError:
-        pass  # not our child (`up` ran in another process): its parent reaps it
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
+    # psutil reads the main thread's state: "zombie" while other threads still run (a server
+    # shutting down) means the process has not ended. psutil has no call for that case, so:
+    # 1. reap it if it is our finished child (`wait(timeout=0)` is a non-blocking waitpid);
+    with contextlib.suppress(psutil.TimeoutExpired):
+        proc.wait(timeout=0)
         return False
-    return any(task != str(pid) for task in tasks)
+    # 2. otherwise it is our child whose other threads run, or another parent's zombie (`up` ran in
+    #    another process; PID 1 here never reaps orphans): it runs while a thread besides the
+    #    leader is listed in /proc/<pid>/task.
+    try:
+        return any(thread.id != proc.pid for thread in proc.threads())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
 
 
 def is_alive(comp: Component) -> bool:
     """Whether the process `up` started still runs (same pid and same start time)."""
-    ticks = _start_ticks(comp.pid)
-    if ticks == -1:
-        return False
-    if ticks != 0 and ticks != comp.start_ticks:
-        return False  # the pid was reused by another process
-    return _running(comp.pid)
+    proc = _process(comp)
+    return proc is not None and _running(proc)
 
 
-def _descendants(pid: int) -> list[int]:
-    """Pids of `pid`'s children, grandchildren, ... (a worker's flow runs, uvicorn workers)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = entry.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found.extend(kids)
-        todo.extend(kids)
-    return found
-
-
-def _signal_all(pids: list[int], sig: signal.Signals) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
-def _signal_and_wait(comp: Component, family: list[int], sig: signal.Signals, wait_s: float) -> None:
-    """Send `sig` to the component's process group and `family`; wait until they are gone."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(comp.pid, sig)  # started with its own session: pgid == pid
-    _signal_all(family, sig)
+def _signal_and_wait(
+    comp: Component, family: list[psutil.Process], sig: signal.Signals, wait_s: float
+) -> list[psutil.Process]:
+    """Send `sig` to the component's process group and `family`; return those still running after `wait_s`."""
+    # psutil signals one process at a time; the group also catches a child forked after `family`
+    # was listed. The component was started with its own session, so its pgid is its pid.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(comp.pid, sig)
+    for proc in family:
+        # psutil checks the start time first: a reused pid is not signalled.
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            proc.send_signal(sig)
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and any(_running(p) for p in family):
-        time.sleep(0.05)
+    alive = family
+    while alive:
+        # wait_procs reaps our children; another parent's zombie never leaves its list (psutil
+        # polls that the pid exists), so `_running` decides what still runs.
+        _, alive = psutil.wait_procs(alive, timeout=_POLL_S)
+        alive = [p for p in alive if _running(p)]
+        if time.monotonic() >= deadline:
+            break
+    return alive
 
 
 def stop(comp: Component, grace_s: float = STOP_GRACE_S) -> None:
     """SIGTERM the component's process group and descendants, then SIGKILL what remains."""
-    if not is_alive(comp):
+    proc = _process(comp)
+    if proc is None or not _running(proc):
         return
-    family = [comp.pid, *_descendants(comp.pid)]
-    _signal_and_wait(comp, family, signal.SIGTERM, grace_s)
-    # SIGKILL is delivered asynchronously too: return only once the family is gone (or stuck in D).
-    _signal_and_wait(comp, family, signal.SIGKILL, KILL_WAIT_S)
+    try:
+        family = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = [proc]
+    left = _signal_and_wait(comp, family, signal.SIGTERM, grace_s)
+    if left:
+        # SIGKILL is delivered asynchronously too: return only once the family is gone (or stuck in D).
+        _signal_and_wait(comp, left, signal.SIGKILL, KILL_WAIT_S)
 
 
 def spawn(name: str, cmd: list[str], env: dict[str, str], stack_dir: Path, url: str) -> Component:
@@ -142,7 +152,7 @@ def spawn(name: str, cmd: list[str], env: dict[str, str], stack_dir: Path, url: 
             cwd=stack_dir,
             start_new_session=True,
         )
-    comp = Component(name=name, pid=proc.pid, start_ticks=_start_ticks(proc.pid), url=url, log=str(log))
+    comp = Component(name=name, pid=proc.pid, started_s=started_s(proc.pid), url=url, log=str(log))
     pid_file = stack_dir / "pids" / f"{name}.pid"
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{proc.pid}\n")

@@ -2,7 +2,9 @@
 
 Each owner may write only under its own `clients/<owner>/` prefix and read `global/`
 (`owner_policy`); the coordinator may do everything in the bucket. moto enforces the policies
-through its IAM emulation, MinIO through `mc admin policy` when `mc` is on PATH.
+through its IAM emulation, MinIO through `mc admin policy` (`mc` is required: nobody but this
+module ever holds MinIO's root keys). The policies are generated for the config's own bucket,
+prefix and experiment (`write_policies`; `python -m fgrpo_app.infra_files` writes infra/'s).
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from fgrpo_app.processes import StackError
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_io import layout
 
@@ -102,35 +104,57 @@ def provision_moto(endpoint: str, cfg: ExperimentConfig) -> dict[str, tuple[str,
     return keys
 
 
+def owner_policies(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """`owner-<id>` -> that owner's policy, for the config's actual bucket, prefix and experiment."""
+    return {
+        f"owner-{spec.id}": owner_policy(cfg.store.bucket, cfg.store.prefix, cfg.name, spec.id)
+        for spec in cfg.clients
+    }
+
+
+def write_policies(cfg: ExperimentConfig, out_dir: Path) -> list[Path]:
+    """One JSON file per owner policy (`infra/policies/` is this for configs/demo.yaml)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, policy in owner_policies(cfg).items():
+        path = out_dir / f"{name}.json"
+        path.write_text(json.dumps(policy, indent=2) + "\n")
+        paths.append(path)
+    return paths
+
+
 def provision_minio(
     endpoint: str, cfg: ExperimentConfig, root: tuple[str, str], stack_dir: Path
 ) -> dict[str, tuple[str, str]]:
-    """Bucket, and with `mc` on PATH one MinIO user per owner; without `mc` owners share root."""
+    """Bucket, one MinIO user per owner and one for the coordinator: root keys stay here."""
+    mc = shutil.which("mc")
+    if mc is None:
+        # Without `mc` the only keys would be root's: no owner ever gets them.
+        raise StackError("no `mc` on PATH: cannot create MinIO users; install `mc` or use moto")
     s3 = boto_client("s3", endpoint, cfg.store.region, root)
     if cfg.store.bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
         s3.create_bucket(Bucket=cfg.store.bucket)
-    keys = {"coordinator": root}
-    mc = shutil.which("mc")
-    if mc is None:
-        print(
-            "warning: no `mc` on PATH: owners share the root credentials; only the coordinator's "
-            "manifest check guards the owners' prefixes",
-            file=sys.stderr,
-        )
-        return keys | {spec.id: root for spec in cfg.clients}
     env = {**os.environ, "MC_CONFIG_DIR": str(stack_dir / "mc")}
 
     def run(*args: str) -> None:
-        subprocess.run([mc, *args], env=env, check=True, capture_output=True)
+        done = subprocess.run([mc, *args], env=env, capture_output=True, text=True)
+        # A second `up` on the same data finds the policy attached: the one failure that is fine.
+        if done.returncode != 0 and not (args[2] == "attach" and "already" in done.stderr.lower()):
+            raise StackError(
+                f"`mc {' '.join(args[:3])} …` failed: {done.stderr.strip() or done.stdout.strip()}"
+            )
 
     run("alias", "set", "stack", endpoint, *root)
-    for spec in cfg.clients:
-        policy_file = stack_dir / "credentials" / f"owner-{spec.id}.json"
-        policy_file.write_text(
-            json.dumps(owner_policy(cfg.store.bucket, cfg.store.prefix, cfg.name, spec.id))
-        )
-        keys[spec.id] = (f"owner-{spec.id}", secrets.token_urlsafe(24))
-        run("admin", "policy", "create", "stack", f"owner-{spec.id}", str(policy_file))
-        run("admin", "user", "add", "stack", *keys[spec.id])
-        run("admin", "policy", "attach", "stack", f"owner-{spec.id}", "--user", keys[spec.id][0])
+    policy_dir = stack_dir / "credentials" / "policies"
+    write_policies(cfg, policy_dir)
+    (policy_dir / "coordinator.json").write_text(json.dumps(coordinator_policy(cfg.store.bucket)))
+    # key of `keys` -> MinIO user and policy name (the policy file is <name>.json).
+    users = {"coordinator": "coordinator", **{spec.id: f"owner-{spec.id}" for spec in cfg.clients}}
+    keys: dict[str, tuple[str, str]] = {}
+    for user, name in users.items():
+        policy_file = policy_dir / f"{name}.json"
+        keys[user] = (name, secrets.token_urlsafe(24))
+        run("admin", "policy", "create", "stack", name, str(policy_file))
+        run("admin", "user", "add", "stack", *keys[user])
+        run("admin", "policy", "attach", "stack", name, "--user", name)
     return keys

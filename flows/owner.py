@@ -9,6 +9,7 @@ owner's prompts never leave it. What goes back is a manifest key and scalar stat
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prefect import flow
 from prefect.runtime import flow_run
@@ -18,9 +19,12 @@ from fgrpo_core.errors import ConfigError
 from fgrpo_core.manifest import ClientManifest
 
 OWNER_CONFIG_ENV = "FGRPO_OWNER_CONFIG"
+# The only folder a flow run's `experiment_config` may name a file in (default: OWNER_CONFIG's).
+OWNER_CONFIG_DIR_ENV = "FGRPO_OWNER_CONFIG_DIR"
 # Set in a worker's environment: the one owner whose data this machine holds.
 OWNER_ID_ENV = "FGRPO_CLIENT_ID"
-# Set through the deployment's job variables: "cpu" or "cuda" on this owner's machine.
+# "cpu" or "cuda" on this owner's machine: pinned in the owner's work pool template (or set in
+# the worker's environment); a flow run cannot override it.
 DEVICE_ENV = "FGRPO_DEVICE"
 
 
@@ -29,14 +33,39 @@ def _client_run_name() -> str:
     return f"{params['experiment']}-{params['client_id']}-round-{params['round_idx']:04d}"
 
 
+def config_path(experiment_config: str | None) -> Path:
+    """The config file to read: `$FGRPO_OWNER_CONFIG`, or a flow run's choice inside the owner's folder.
+
+    `experiment_config` comes from whoever starts the flow run, so it may only pick a file in
+    `$FGRPO_OWNER_CONFIG_DIR` (default: the folder of `$FGRPO_OWNER_CONFIG`), never any path.
+    """
+    default = os.environ.get(OWNER_CONFIG_ENV)
+    if experiment_config is None:
+        if not default:
+            raise ConfigError(
+                f"no experiment config on this owner's machine: set {OWNER_CONFIG_ENV} in the "
+                "worker's environment (or pass the flow parameter experiment_config)"
+            )
+        return Path(default)
+    folder = os.environ.get(OWNER_CONFIG_DIR_ENV) or (str(Path(default).parent) if default else None)
+    if not folder:
+        raise ConfigError(
+            f"experiment_config={experiment_config!r} refused: this owner configured no config folder "
+            f"({OWNER_CONFIG_DIR_ENV} or {OWNER_CONFIG_ENV} in the worker's environment)"
+        )
+    root = Path(folder).resolve()
+    path = (root / experiment_config).resolve()  # an absolute parameter replaces root; checked next
+    if not path.is_relative_to(root):
+        raise ConfigError(
+            f"experiment_config={experiment_config!r} refused: it resolves to {path}, outside this "
+            f"owner's config folder {root} ({OWNER_CONFIG_DIR_ENV}); name a file inside it"
+        )
+    return path
+
+
 def owner_config(client_id: str, experiment: str, experiment_config: str | None = None) -> ExperimentConfig:
     """The owner's copy of the experiment config, checked against what the coordinator asked."""
-    path = experiment_config or os.environ.get(OWNER_CONFIG_ENV)
-    if not path:
-        raise ConfigError(
-            f"no experiment config on this owner's machine: set {OWNER_CONFIG_ENV} in the "
-            "worker's environment (or pass the flow parameter experiment_config)"
-        )
+    path = config_path(experiment_config)
     cfg = load_config(path)
     if cfg.name != experiment:
         raise ConfigError(
@@ -64,7 +93,7 @@ def client_round(
 ) -> ClientManifest:
     """Train ``client_id`` for round ``round_idx`` from theta_{t-1}; upload its delta and manifest.
 
-    ``experiment_config`` is a path on the owner's machine; by default ``$FGRPO_OWNER_CONFIG``.
+    ``experiment_config`` names a file in the owner's config folder; by default ``$FGRPO_OWNER_CONFIG``.
     """
     cfg = owner_config(client_id, experiment, experiment_config)
     # Imported here: deploying this flow loads this file to read its parameters, and the

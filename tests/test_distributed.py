@@ -23,13 +23,12 @@ from fgrpo_app import stack
 from fgrpo_app.cli import app
 from fgrpo_core.aggregation import compute_weights
 from fgrpo_core.config import ExperimentConfig, parse_config
-from fgrpo_core.errors import ConfigError, DeltaValidationError
+from fgrpo_core.errors import DeltaValidationError
 from fgrpo_core.manifest import ClientManifest
 from fgrpo_core.types import ClientStats, ServerState
 from fgrpo_io import exchange, layout
 from fgrpo_io.store import S3Store, StoreAccessDeniedError
 from flows.distributed import fan_out
-from flows.owner import owner_config
 from tests.conftest import tiny_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -55,12 +54,18 @@ def _env_file(path: Path) -> dict[str, str]:
     return {k: v for k, v in pairs}
 
 
+def _settings(api_url: str, auth: str) -> Any:
+    """The coordinator's Prefect client settings: the stack's API and its basic-auth string."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    return temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_API_AUTH_STRING: auth})
+
+
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[dict[str, Any]]:
     """`fgrpo stack up` with 2 owners, then two distributed rounds; `down` at the end in any case."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from tasks.aggregate import aggregate_task, initialise_task
+    from tasks.aggregate import aggregate_task, commit_task, initialise_task
+    from tasks.evaluate_global import evaluate_candidate_task, initial_evaluation_task
 
     # Prepare: the experiment config every site shares (here one file on one machine).
     out = tmp_path_factory.mktemp("distributed")
@@ -77,18 +82,19 @@ def dist(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterato
     try:
         with (
             pytest.MonkeyPatch.context() as mp,
-            temporary_settings(updates={PREFECT_API_URL: state["env"]["PREFECT_API_URL"]}),
+            _settings(state["env"]["PREFECT_API_URL"], coordinator["PREFECT_API_AUTH_STRING"]),
         ):
             for name, value in coordinator.items():
                 mp.setenv(name, value)
             # Execute: the coordinator's loop of the round flow in distributed mode.
             initialise_task.fn(cfg)  # also warms the shared model cache before the owners load it
+            initial_evaluation_task.fn(cfg)
             rounds = []
             for t in (1, 2):
                 delivered, failed = fan_out(cfg, t)
-                rounds.append(
-                    {"delivered": delivered, "failed": failed, **aggregate_task.fn(cfg, t, delivered, failed)}
-                )
+                candidate = aggregate_task.fn(cfg, t, delivered, failed)
+                result = commit_task.fn(cfg, candidate, evaluate_candidate_task.fn(cfg, candidate))
+                rounds.append({"delivered": delivered, "failed": failed, **result.model_dump()})
             yield {
                 "cfg": cfg,
                 "rounds": rounds,
@@ -97,6 +103,7 @@ def dist(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterato
                 "config_path": config_path,
                 "up_output": result.output,
                 "api_url": state["env"]["PREFECT_API_URL"],
+                "auth": coordinator["PREFECT_API_AUTH_STRING"],
             }
     finally:
         stack.down(stack_dir)
@@ -125,6 +132,8 @@ def test_stack_status_lists_every_component_alive(dist: dict[str, Any]) -> None:
         with urllib.request.urlopen(url, timeout=5) as response:
             assert response.status == 200
     assert f"export PREFECT_API_URL={env['PREFECT_API_URL']}" in dist["up_output"]
+    # The rounds above ran with Prefect basic auth on; its secret is not printed.
+    assert dist["auth"].startswith("fgrpo:") and dist["auth"] not in dist["up_output"]
 
 
 def test_up_again_reports_the_running_stack(dist: dict[str, Any]) -> None:
@@ -170,7 +179,6 @@ def test_each_owner_ran_on_its_own_pool(dist: dict[str, Any]) -> None:
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     async def client_runs() -> list[Any]:
         async with get_client() as client:
@@ -179,7 +187,7 @@ def test_each_owner_ran_on_its_own_pool(dist: dict[str, Any]) -> None:
             )
 
     # Execute
-    with temporary_settings(updates={PREFECT_API_URL: dist["api_url"]}):
+    with _settings(dist["api_url"], dist["auth"]):
         runs = asyncio.run(client_runs())
     # Assert: one completed run per owner and round, on pool owner-<id>; the coordinator
     # passed no path and no data, only the owner, the round and the experiment's name.
@@ -238,50 +246,29 @@ def test_manifest_under_own_prefix_claiming_another_owner_is_refused(dist: dict[
     # Execute / Assert: the coordinator's manifest check refuses both.
     with pytest.MonkeyPatch.context() as mp:
         admin = _coordinator_store(dist, mp)
-        with pytest.raises(DeltaValidationError, match="owner-b"):
-            exchange.read_client_delta(admin, ident, 3, "owner-a")
-        with pytest.raises(DeltaValidationError, match="outside its own prefix"):
-            exchange.read_client_delta(admin, ident, 4, "owner-a")
+        theta = exchange.read_global(admin, ident, 2)
+        for t, needle in ((3, "owner-b"), (4, "outside its owner's own prefix")):
+            expected = exchange.expected_update(ident, t, "owner-a", theta, cfg.federation.delta_dtype)
+            with pytest.raises(DeltaValidationError, match=needle):
+                exchange.read_client_delta(admin, ident, expected)
 
 
 def test_owner_refuses_another_experiment_and_late_runs_fail(dist: dict[str, Any]) -> None:
     # Prepare: the coordinator asks for an experiment the owners' configs do not hold, then
     # gives a round no time at all.
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     cfg: ExperimentConfig = dist["cfg"]
     other = cfg.model_copy(update={"name": "not-this-one"})
     hurried = cfg.model_copy(
         update={"federation": cfg.federation.model_copy(update={"round_timeout_s": 0.5})}
     )
     # Execute
-    with temporary_settings(updates={PREFECT_API_URL: dist["api_url"]}):
+    with _settings(dist["api_url"], dist["auth"]):
         refused = fan_out(other, 1)
         late = fan_out(hurried, 9)
     # Assert: nobody delivered; each owner's reason says why.
     assert refused[0] == [] and set(refused[1]) == set(OWNERS)
     assert all("Failed" in reason for reason in refused[1].values())
     assert late[0] == [] and all("round_timeout_s=0.5" in r for r in late[1].values())
-
-
-def test_owner_config_checks_what_the_coordinator_asked(
-    tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Prepare
-    path = tmp_path / "owner.yaml"
-    path.write_text(yaml.safe_dump(_config(model_cache, tmp_path)))
-    monkeypatch.setenv("FGRPO_OWNER_CONFIG", str(path))
-    monkeypatch.setenv("FGRPO_CLIENT_ID", "owner-a")
-    monkeypatch.setenv("FGRPO_DEVICE", "cpu")
-    # Execute / Assert
-    assert owner_config("owner-a", "tiny-test").grpo.device == "cpu"
-    with pytest.raises(ConfigError, match="configures 'tiny-test'"):
-        owner_config("owner-a", "another")
-    with pytest.raises(ConfigError, match="refuses to train 'owner-b'"):
-        owner_config("owner-b", "tiny-test")
-    monkeypatch.delenv("FGRPO_OWNER_CONFIG")
-    with pytest.raises(ConfigError, match="FGRPO_OWNER_CONFIG"):
-        owner_config("owner-a", "tiny-test")
 
 
 def test_down_stops_every_process_and_keeps_the_data(dist: dict[str, Any]) -> None:

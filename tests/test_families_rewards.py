@@ -128,10 +128,10 @@ def test_registry_unknown_name_lists_valid_names_and_dotted_paths() -> None:
     with pytest.raises(TaskError, match="cannot import module"):
         get_reward("no_such_pkg.mod:fn")
     with pytest.raises(TaskError, match="has no attribute"):
-        get_reward("tests.test_tasks_rewards:missing")
+        get_reward("tests.test_families_rewards:missing")
 
 
-@pytest.mark.parametrize("path", ["tests.test_tasks_rewards:my_reward", "tests.test_tasks_rewards.my_reward"])
+@pytest.mark.parametrize("path", ["tests.test_families_rewards:my_reward", "tests.test_families_rewards.my_reward"])
 def test_registry_loads_dotted_path(path: str) -> None:
     # Execute
     fn = get_reward(path)

@@ -87,7 +87,7 @@ def test_a_zombie_child_counts_as_stopped_and_is_reaped(tmp_path: Path) -> None:
 def test_a_reused_pid_is_neither_alive_nor_signalled(tmp_path: Path) -> None:
     # Prepare: a component whose pid now belongs to another process (a different start time).
     other = _spawn_stubborn(tmp_path)
-    stale = processes.Component("old", other.pid, other.start_ticks - 1, url="", log=other.log)
+    stale = processes.Component("old", other.pid, other.started_s - 1, url="", log=other.log)
     try:
         # Execute
         processes.stop(stale, grace_s=0.1)
@@ -131,7 +131,7 @@ def test_a_process_of_another_parent_whose_main_thread_ended_still_runs(tmp_path
         [sys.executable, "-c", launch, _LEADERLESS, str(ready)], capture_output=True, text=True, check=True
     )
     pid = int(out.stdout)
-    comp = processes.Component("leaderless", pid, start_ticks=int(_stat(pid)[19]), url="", log="")
+    comp = processes.Component("leaderless", pid, started_s=processes.started_s(pid), url="", log="")
     _wait_for(ready)
     _wait_zombie(comp.pid)
     # Execute
