@@ -34,6 +34,8 @@ from fgrpo_io.store import (
 _CACHE_ROUNDS = 3
 _cache_lock = threading.Lock()
 _cache: dict[tuple[str, str], Adapter] = {}  # (adapter URI, sha256) -> theta_t
+# How many global adapters this process decoded from the store's bytes (tests and benchmarks read it).
+decoded_globals = 0
 
 
 class ConflictError(FgrpoError):
@@ -157,9 +159,11 @@ def read_adapter(store: ObjectStore, key: str, sha256: str, nbytes: int | None =
         cached = _cache.get((uri, sha256))
     if cached is not None:
         return dict(cached)  # the tensors are shared and never modified in place
+    global decoded_globals
     data = store.get_bytes(key, max_bytes=nbytes)
     check_sha256(data, sha256, uri)
     adapter, _ = decode(data)
+    decoded_globals += 1
     _remember(uri, sha256, adapter)
     return dict(adapter)
 

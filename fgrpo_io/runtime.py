@@ -8,6 +8,7 @@ adapter, and two tasks sharing it would overwrite each other's weights.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -56,7 +57,13 @@ def borrowed_bundle(cfg: ExperimentConfig) -> Iterator[ModelBundle]:
 
 def _load(cfg: ExperimentConfig) -> ModelBundle:
     with _load_lock:
-        return load_bundle(cfg)
+        bundle = load_bundle(cfg)
+    # accelerate runs gc.collect() at every Trainer.train; with the ~0.7 M objects that torch,
+    # transformers, TRL, Prefect and MLflow leave, each costs 0.5-0.9 s. Moving what exists now
+    # (imports, the model) to the permanent generation makes those collections cheap.
+    gc.collect()
+    gc.freeze()
+    return bundle
 
 
 def clear_bundles() -> None:

@@ -93,8 +93,8 @@ def dist(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterato
             for t in (1, 2):
                 delivered, failed = fan_out(cfg, t)
                 candidate = aggregate_task.fn(cfg, t, delivered, failed)
-                result = commit_task.fn(cfg, candidate, evaluate_candidate_task.fn(cfg, candidate))
-                rounds.append({"delivered": delivered, "failed": failed, **result.model_dump()})
+                committed = commit_task.fn(cfg, candidate, evaluate_candidate_task.fn(cfg, candidate))
+                rounds.append({"delivered": delivered, "failed": failed, **committed.model_dump()})
             yield {
                 "cfg": cfg,
                 "rounds": rounds,

@@ -50,11 +50,37 @@ def s3_run(
     s3.create_bucket(Bucket="pipeline-test")
     cfg = tiny_config(model_cache, out, store={"kind": "s3", "bucket": "pipeline-test", "prefix": "fgrpo"})
     path = _write(out / "tiny.yaml", cfg)
+    from fgrpo_io import exchange
+
+    exchange.forget_cached_globals()
+    decoded_before = exchange.decoded_globals
     # Execute
     result = CliRunner().invoke(app, ["run", "--config", str(path), "--json"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     summary = json.loads(result.stdout)
-    return {"summary": summary, "cfg": parse_config(cfg), "s3": s3, "out": out}
+    decoded = exchange.decoded_globals - decoded_before
+    return {"summary": summary, "cfg": parse_config(cfg), "s3": s3, "out": out, "decoded": decoded}
+
+
+def test_global_adapters_are_decoded_at_most_once_per_round(s3_run: dict[str, Any]) -> None:
+    # Prepare: a fresh process cache, one store read of the last committed global
+    from fgrpo_core.deltas import encode
+    from fgrpo_io import exchange
+    from fgrpo_io.store import make_store
+
+    cfg = s3_run["cfg"]
+    store, ident = make_store(cfg.store), exchange.identity(cfg)
+    written = exchange.read_global(store, ident, 2)
+    exchange.forget_cached_globals()
+    before = exchange.decoded_globals
+    # Execute
+    again = exchange.read_global(store, ident, 2)
+    twice = exchange.read_global(store, ident, 2)
+    # Assert: the run decoded none (what it wrote, it kept: theta_0..theta_2 and every reader of
+    # them ran in this process); a cold read decodes once, a second read not at all.
+    assert s3_run["decoded"] == 0
+    assert exchange.decoded_globals - before == 1
+    assert encode(again) == encode(written) == encode(twice)
 
 
 def test_deltas_and_manifests_are_in_the_bucket(s3_run: dict[str, Any]) -> None:
@@ -171,7 +197,9 @@ def test_timings_split_the_wall_time(s3_run: dict[str, Any]) -> None:
     assert set(timings) == {*PARTS, ORCHESTRATION}
     assert all(seconds >= 0 for seconds in timings.values())
     assert sum(timings.values()) == pytest.approx(summary["wall_time_s"], abs=0.02)
-    assert all(timings[part] > 0 for part in ("train_s", "aggregate_s", "evaluate_s", "store_io_s", "mlflow_s"))
+    assert all(
+        timings[part] > 0 for part in ("train_s", "aggregate_s", "evaluate_s", "store_io_s", "mlflow_s")
+    )
 
 
 def test_report_of_the_run_shows_its_rounds_and_registry(s3_run: dict[str, Any]) -> None:

@@ -88,7 +88,10 @@ def test_the_envelope_rejects_each_mismatch(field: str, found: Any) -> None:
 
 def test_the_expected_size_is_exact_and_a_lie_about_it_is_refused() -> None:
     # Prepare: the size of a real delta of this layout in each encoding
-    sizes = {enc: len(encode({k: torch.randn(v.shape) for k, v in LAYOUT.items()}, enc)) for enc in ("float32", "bfloat16", "int8")}
+    sizes = {
+        enc: len(encode({k: torch.randn(v.shape) for k, v in LAYOUT.items()}, enc))
+        for enc in ("float32", "bfloat16", "int8")
+    }
     # Execute
     expected = {enc: exchange.expected_delta_nbytes(LAYOUT, enc) for enc in sizes}  # type: ignore[arg-type]
     # Assert: values do not change a safetensors file's size; a claim of 10 bytes is refused.
