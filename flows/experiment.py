@@ -38,7 +38,7 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentSummary:
     """Run ``cfg.federation.rounds`` rounds; an interrupted experiment resumes after its last commit."""
     initial_key = initialise_task(cfg)
     parent_run_id = start_tracking_task(cfg) if cfg.tracking.enabled else None
-    first = first_round_task(cfg, parent_run_id)
+    first, last_committed = first_round_task(cfg, parent_run_id)
     initial = initial_evaluation_task(cfg)
     if parent_run_id is not None:
         log_initial_evaluation_task(cfg, parent_run_id, initial)
@@ -58,7 +58,7 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentSummary:
     return ExperimentSummary(
         experiment=cfg.name,
         initial_global_key=initial_key,
-        resumed_from_round=first - 1,
+        resumed_from_round=last_committed,
         initial_evaluation=initial,
         mlflow_run_id=parent_run_id,
         rounds=results,

@@ -13,9 +13,11 @@ from tasks.retry import is_transient
 
 @task(name="first-round-to-run", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=2)
 @timed("store_io_s")
-def first_round_task(cfg: ExperimentConfig, parent_run_id: str | None) -> int:
-    """The round to start from: the last committed one if MLflow lacks part of it, else the next."""
-    return Ledger(cfg).first_round_to_run(parent_run_id)
+def first_round_task(cfg: ExperimentConfig, parent_run_id: str | None) -> tuple[int, int]:
+    """(the round to start from, the last committed round): the first is the last committed round
+    if MLflow lacks part of it, else the next one."""
+    ledger = Ledger(cfg)
+    return ledger.first_round_to_run(parent_run_id), ledger.last_committed() or 0
 
 
 @task(

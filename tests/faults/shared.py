@@ -191,3 +191,11 @@ def assert_equals_the_honest_rest(round1: Round1, outcome: RoundOutcome, bad: st
     }
     assert same_adapter(outcome.adapter, reference.adapter)
     assert outcome.state == reference.state  # the rejected client's statistics stay unchanged
+
+
+def last_committed(store: Any, ident: Any) -> int | None:
+    """The store's last committed round, asked the way every resume path asks (fgrpo_io/ledger.py)."""
+    from fgrpo_io import layout
+
+    rounds = layout.committed_rounds(store.list_keys(layout.state_prefix(ident.prefix, ident.experiment)))
+    return rounds[-1] if rounds else None

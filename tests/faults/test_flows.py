@@ -14,11 +14,13 @@ from fgrpo_core.config import parse_config
 from fgrpo_core.errors import QuorumError
 from fgrpo_core.manifest import sha256_hex
 from fgrpo_io import exchange, layout, runtime
+from fgrpo_io.ledger import Ledger
 from fgrpo_io.store import LocalStore
 from tests import fault_hooks
 from tests.conftest import tiny_config
 from tests.faults.shared import (
     Round1,
+    last_committed,
     same_adapter,
 )
 
@@ -62,7 +64,7 @@ def crash_and_hang(
     with ExitStack() as stack:
         for _ in range(3):
             stack.enter_context(runtime.borrowed_bundle(cfg))
-    summary = run_experiment(cfg)
+    summary = run_experiment(cfg).model_dump(mode="json")
     return {
         "cfg": cfg,
         "summary": summary,
@@ -100,9 +102,9 @@ def test_crashing_client_is_recorded_and_the_round_commits_without_it(
     metrics = client.get_run(report["mlflow_round_run_id"]).data.metrics
     assert metrics["client/owner-a/accepted"] == 0.0 and metrics["client/owner-a/weight"] == 0.0
     table = json.loads(
-        Path(client.download_artifacts(report["mlflow_round_run_id"], "round_table.json")).read_text()
+        Path(client.download_artifacts(report["mlflow_round_run_id"], "round_result.json")).read_text()
     )
-    logged = {r["client_id"]: r for r in table["clients"]}
+    logged = {r["client_id"]: r for r in table["rows"]}
     assert fault_hooks.CRASH_MESSAGE in logged["owner-a"]["reason"]
 
 
@@ -112,7 +114,7 @@ def test_hanging_client_is_late_and_its_late_upload_is_ignored(crash_and_hang: d
     store, ident = crash_and_hang["store"], crash_and_hang["ident"]
     rows = {r["client_id"]: r for r in report["rows"]}
     # Execute: what the store holds after the flow returned.
-    late = exchange.committed_client_manifest(store, ident, 1, "owner-c")
+    late = Ledger(cfg, store).delivered(1, "owner-c")
     committed = exchange.read_global_manifest(store, ident, 1)
     # Assert: recorded as late; the round committed without it; its upload came after the commit
     # (it hung until then) and is in no global adapter.
@@ -123,7 +125,7 @@ def test_hanging_client_is_late_and_its_late_upload_is_ignored(crash_and_hang: d
         committed.created_at
     )
     assert committed.clients == ["owner-b"]
-    assert exchange.last_committed_round(store, ident) == 1
+    assert last_committed(store, ident) == 1
 
 
 def test_round_below_quorum_fails_cleanly_through_the_flow(
@@ -148,7 +150,7 @@ def test_round_below_quorum_fails_cleanly_through_the_flow(
     message = str(err.value)
     assert "owner-a: client failed: " in message and fault_hooks.CRASH_MESSAGE in message
     assert "1 valid delta(s) ['owner-b']" in message
-    assert exchange.last_committed_round(store, ident) == 0
+    assert last_committed(store, ident) == 0
     assert store.list_keys(layout.global_prefix(ident.prefix, ident.experiment) + "round-0001") == []
     manifest = exchange.read_global_manifest(store, ident, 0)
     assert sha256_hex(store.get_bytes(manifest.adapter_key)) == manifest.sha256

@@ -31,6 +31,7 @@ from tests.faults.shared import (
     CLIENTS,
     REPO,
     Round1,
+    last_committed,
 )
 
 pytestmark = [pytest.mark.slow]
@@ -85,9 +86,9 @@ def test_sigkilled_coordinator_resumes_to_the_uninterrupted_result(round1: Round
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
     killed_at = {
-        "committed": exchange.last_committed_round(store, ident),
+        "committed": last_committed(store, ident),
         "reported_1": store.exists(
-            layout.global_prefix(ident.prefix, ident.experiment) + "round-0001/report.json"
+            layout.global_prefix(ident.prefix, ident.experiment) + "round-0001/result.json"
         ),
     }
     second = start("second")

@@ -17,6 +17,7 @@ from fgrpo_core.config import parse_config
 from fgrpo_core.deltas import encode
 from fgrpo_core.manifest import sha256_hex
 from fgrpo_io import exchange
+from fgrpo_io.ledger import Ledger
 from fgrpo_io.store import S3Store, s3_client
 from tests import fault_hooks
 from tests.conftest import tiny_config
@@ -103,13 +104,13 @@ def test_s3_outage_mid_round_is_carried_by_retries(
     cfg = parse_config(raw)
     fault_hooks.arm_outage(lambda: flaky_s3.outage(4.0))
     # Execute
-    summary = run_experiment(cfg)
+    summary = run_experiment(cfg).model_dump(mode="json")
     # Assert: the outage happened (connections refused) while owner-a was about to upload; its
     # task ran twice; all three deltas made it; the global is bit-identical to the core's round.
     assert flaky_s3.events["refused"] == 1.0 and flaky_s3.events["up"] - flaky_s3.events["down"] >= 4.0
     store = S3Store("fgrpo-flaky", endpoint_url=flaky_s3.endpoint)
     ident = exchange.identity(cfg)
-    manifest = exchange.committed_client_manifest(store, ident, 1, "owner-a")
+    manifest = Ledger(cfg, store).delivered(1, "owner-a")
     assert (
         manifest is not None
         and datetime.fromisoformat(manifest.created_at).timestamp() > flaky_s3.events["up"]

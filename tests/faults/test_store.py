@@ -13,10 +13,11 @@ from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.errors import QuorumError
 from fgrpo_core.manifest import sha256_hex
 from fgrpo_core.models import set_adapter
-from fgrpo_core.types import ServerState
+from fgrpo_core.types import EvalSummary, ServerState
 from fgrpo_io import exchange, layout
 from fgrpo_io.exchange import ConflictError
-from fgrpo_io.store import LocalStore, ObjectStore, S3Store, get_json
+from fgrpo_io.ledger import Ledger
+from fgrpo_io.store import LocalStore, ObjectStore, S3Store, get_json, put_json
 from tests.faults.shared import (
     CLIENTS,
     Round1,
@@ -41,8 +42,12 @@ def _store_round(round1: Round1, root: Path, **sections: dict[str, Any]) -> Stor
     cfg = round1.config(store={"root": str(root)}, **sections)
     store = LocalStore(root)
     ident = exchange.identity(cfg)
-    key = exchange.write_global(store, ident, 0, round1.theta0, clients=[], strategy="init")
-    exchange.write_state(store, ident, ServerState(round=0, global_key=key))
+    written = exchange.write_global_adapter(store, ident, 0, round1.theta0)
+    exchange.write_global_manifest(store, ident, 0, written, clients=[], strategy="init")
+    exchange.write_state(store, ident, ServerState(round=0, global_key=written[0]))
+    # The commit gate compares with theta_0's stored evaluation (no drop limit configured here).
+    key = layout.initial_evaluation_key(ident.prefix, ident.experiment)
+    put_json(store, key, EvalSummary(families={}, macro_accuracy=0.0).model_dump(mode="json"))
     for cid in CLIENTS:
         update = round1.honest[cid]
         exchange.write_client_delta(store, ident, 1, update.delta, update.stats, "float32")
@@ -50,9 +55,12 @@ def _store_round(round1: Round1, root: Path, **sections: dict[str, Any]) -> Stor
 
 
 def _aggregate_task(sr: StoreRound, t: int = 1, delivered: tuple[str, ...] = CLIENTS) -> dict[str, Any]:
-    from tasks.aggregate import aggregate_task
+    """The coordinator's aggregate and commit tasks for round t (the evaluation is not the point)."""
+    from tasks.aggregate import aggregate_task, commit_task
 
-    return aggregate_task.fn(sr.cfg, t, list(delivered), {})
+    candidate = aggregate_task.fn(sr.cfg, t, list(delivered), {})
+    evaluation = EvalSummary(families={}, macro_accuracy=0.0)
+    return commit_task.fn(sr.cfg, candidate, evaluation).model_dump()
 
 
 def _snapshot(store: LocalStore) -> dict[str, str]:
@@ -101,7 +109,8 @@ def test_manifest_of_another_experiment_model_or_round_is_rejected(
     result = _aggregate_task(sr)
     # Assert
     row = next(r for r in result["rows"] if r["client_id"] == "owner-c")
-    assert not row["accepted"] and row["reason"].startswith(f"manifest: client manifest field '{field_name}'")
+    assert not row["accepted"] and row["reason"].startswith("manifest: client owner-c: manifest field")
+    assert f"manifest field '{field_name}'" in row["reason"]
     assert same_adapter(exchange.read_global(sr.store, sr.ident, 1), round1.without("owner-c").adapter)
 
 
@@ -139,7 +148,7 @@ def test_quorum_miss_in_the_aggregate_task_writes_nothing(round1: Round1, tmp_pa
     # Assert: not one object added or changed; theta_0 still reads back against its sha256.
     assert _snapshot(sr.store) == before
     assert "owner-b: sha256" in str(err.value)
-    assert exchange.last_committed_round(sr.store, sr.ident) == 0
+    assert Ledger(sr.cfg, sr.store).last_committed() == 0
     assert same_adapter(exchange.read_global(sr.store, sr.ident, 0), round1.theta0)
 
 
@@ -170,18 +179,21 @@ def test_retried_upload_never_overwrites_a_committed_object(round1: Round1, any_
     # Prepare: owner-a's delta committed once.
     ident = exchange.identity(round1.cfg)
     update = round1.honest["owner-a"]
-    mkey, first = exchange.write_client_delta(any_store, ident, 1, update.delta, update.stats, "float32")
-    gkey = exchange.write_global(any_store, ident, 1, round1.outcome.adapter, list(CLIENTS), "fgrpo")
+    first = exchange.write_client_delta(any_store, ident, 1, update.delta, update.stats, "float32")
+    mkey = layout.client_manifest_key(ident.prefix, ident.experiment, "owner-a", 1)
+    written = exchange.write_global_adapter(any_store, ident, 1, round1.outcome.adapter)
+    exchange.write_global_manifest(any_store, ident, 1, written, list(CLIENTS), "fgrpo")
+    gkey = written[0]
     keys = [first.delta_key, mkey, gkey, layout.global_manifest_key(ident.prefix, ident.experiment, 1)]
     committed = [any_store.get_bytes(k) for k in keys]
     other = {k: v + 1e-3 for k, v in update.delta.items()}
     # Execute: a retry with the same bytes passes; a "retry" that computed something else fails.
-    again_key, again = exchange.write_client_delta(any_store, ident, 1, update.delta, update.stats, "float32")
+    again = exchange.write_client_delta(any_store, ident, 1, update.delta, update.stats, "float32")
     with pytest.raises(ConflictError, match="never replaced"):
         exchange.write_client_delta(any_store, ident, 1, other, update.stats, "float32")
     with pytest.raises(ConflictError, match="never overwritten"):
-        exchange.write_global(any_store, ident, 1, other, list(CLIENTS), "fgrpo")
+        exchange.write_global_adapter(any_store, ident, 1, other)
     # Assert: the retry returns the committed manifest; no committed byte changed.
-    assert again_key == mkey and again == first
+    assert again == first
     assert [any_store.get_bytes(k) for k in keys] == committed
     assert sha256_hex(any_store.get_bytes(first.delta_key)) == first.sha256
