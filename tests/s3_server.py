@@ -23,7 +23,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from fgrpo_io.store import s3_client
+from fgrpo_io.s3_store import s3_client
 
 TEST_REGION = "us-east-1"
 _bucket_numbers = itertools.count()

@@ -27,7 +27,8 @@ from fgrpo_core.errors import DeltaValidationError
 from fgrpo_core.manifest import ClientManifest
 from fgrpo_core.types import ClientStats, ServerState
 from fgrpo_io import exchange, layout
-from fgrpo_io.store import S3Store, StoreAccessDeniedError
+from fgrpo_io.s3_store import S3Store
+from fgrpo_io.store import StoreAccessDeniedError
 from flows.distributed import fan_out
 from tests.conftest import tiny_config
 

@@ -14,19 +14,18 @@ from pathlib import Path
 import pytest
 
 from fgrpo_core.config import StoreSettings
+from fgrpo_io.s3_store import S3Store, s3_client
 from fgrpo_io.store import (
     LocalStore,
     ObjectExistsError,
     ObjectNotFoundError,
     ObjectStore,
-    S3Store,
     StoreAccessDeniedError,
     StoreError,
     StoreUnavailableError,
     get_json,
     make_store,
     put_json,
-    s3_client,
 )
 from tests.s3_server import (  # noqa: F401
     S3Env,

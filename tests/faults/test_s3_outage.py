@@ -18,7 +18,7 @@ from fgrpo_core.deltas import encode
 from fgrpo_core.manifest import sha256_hex
 from fgrpo_io import exchange
 from fgrpo_io.ledger import Ledger
-from fgrpo_io.store import S3Store, s3_client
+from fgrpo_io.s3_store import S3Store, s3_client
 from tests import fault_hooks
 from tests.conftest import tiny_config
 from tests.faults.shared import (

@@ -17,7 +17,8 @@ from fgrpo_core.types import EvalSummary, ServerState
 from fgrpo_io import exchange, layout
 from fgrpo_io.exchange import ConflictError
 from fgrpo_io.ledger import Ledger
-from fgrpo_io.store import LocalStore, ObjectStore, S3Store, get_json, put_json
+from fgrpo_io.s3_store import S3Store
+from fgrpo_io.store import LocalStore, ObjectStore, get_json, put_json
 from tests.faults.shared import (
     CLIENTS,
     Round1,
