@@ -128,16 +128,17 @@ def test_registry_unknown_name_lists_valid_names_and_dotted_paths() -> None:
     with pytest.raises(TaskError, match="cannot import module"):
         get_reward("no_such_pkg.mod:fn")
     with pytest.raises(TaskError, match="has no attribute"):
-        get_reward("tests.test_tasks_rewards:missing")
+        get_reward("tests.test_families_rewards:missing")
 
 
-@pytest.mark.parametrize("path", ["tests.test_tasks_rewards:my_reward", "tests.test_tasks_rewards.my_reward"])
+@pytest.mark.parametrize("path", ["tests.test_families_rewards:my_reward", "tests.test_families_rewards.my_reward"])
 def test_registry_loads_dotted_path(path: str) -> None:
     # Execute
     fn = get_reward(path)
-    # Assert: it behaves like my_reward; its range is the documented custom default.
+    # Assert: it behaves like my_reward; a user reward has no assumed range, it must declare one.
     assert fn(["abc", _chat("de")], answer=[1, 2]) == [3.0, 2.0]
-    assert reward_range(path) == (0.0, 1.0)
+    with pytest.raises(TaskError, match="declare reward_range"):
+        reward_range(path)
     assert get_reward("exact") is exact
     assert reward_range("partial_credit") == (0.0, 10.0)
 
