@@ -101,7 +101,7 @@ def test_missing_hub_model_says_how_to_pre_download(tmp_path: Path) -> None:
         ConfigError, match=r"not in .* offline: pre-download it .*`hf download acme/absent --revision v1`"
     ):
         load_bundle(cfg)
-    with pytest.raises(ConfigError, match="model.name is required"):
+    with pytest.raises(ConfigError, match=r"model\.name is required"):
         parse_config(byo_config({"source": "hub"}))
 
 
