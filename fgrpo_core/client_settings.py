@@ -34,7 +34,8 @@ class ClientSpec(_Strict):
         description="The owner's own data, read on the client only: JSONL, JSON, CSV, Parquet or a "
         "`datasets` folder saved with save_to_disk. TRL's format (a 'prompt' column, a string or "
         "a list of chat messages, and any other columns, passed to the rewards as keyword "
-        "arguments), or records with question, answer[, family]. Relative to the working directory.",
+        "arguments), or records with question, answer[, family]. A relative path is relative to "
+        "the config file.",
     )
     reward: str | list[str] | None = Field(
         None,
@@ -69,6 +70,14 @@ class ClientSpec(_Strict):
                     raise ValueError(str(err)) from err
                 raise ValueError(f"{err} (validating the config imports the reward's module)") from err
         return resolved[0] if isinstance(value, str) else resolved
+
+    @field_validator("data_path")
+    @classmethod
+    def _data_next_to_config(cls, value: str | None, info: ValidationInfo) -> str | None:
+        base = (info.context or {}).get("config_dir")
+        if value is None or base is None or Path(value).is_absolute():
+            return value
+        return str((Path(base) / value).resolve())
 
     @field_validator("reward_range")
     @classmethod
