@@ -24,7 +24,10 @@ def _example_with_local_model(tmp_path: Path, **client_a: Any) -> Path:
     data["output_dir"] = str(tmp_path / "runs")
     owner = data["clients"][0]
     owner["data_path"] = str((EXAMPLE.parent / owner["data_path"]).resolve())
-    owner["reward"] = [str((EXAMPLE.parent / owner["reward"][0].split(":")[0]).resolve()) + ":correct_sum", "format_penalty"]
+    owner["reward"] = [
+        str((EXAMPLE.parent / owner["reward"][0].split(":")[0]).resolve()) + ":correct_sum",
+        "format_penalty",
+    ]
     owner.update(client_a)
     path = tmp_path / "byo.yaml"
     path.write_text(yaml.safe_dump(data))
