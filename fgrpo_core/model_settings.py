@@ -34,7 +34,8 @@ class ModelSettings(_Strict):
     download: bool = Field(
         False,
         description="Source 'hub': let from_pretrained download a model missing from the cache "
-        "(default: offline, the model must be pre-downloaded).",
+        "(default: offline, the model must be pre-downloaded); also set HF_HUB_OFFLINE=0, which "
+        "fgrpo otherwise defaults to 1.",
     )
     prompt_format: Literal["auto", "chat", "plain"] = Field(
         "auto",
