@@ -11,11 +11,15 @@ from typing import Annotated, Any
 
 import typer
 
+from fgrpo_app.check_cmd import check
+from fgrpo_app.pull_cmd import pull
 from fgrpo_core.config import ExperimentConfig, load_config, parse_config
 from fgrpo_core.errors import ConfigError, FgrpoError
 from fgrpo_io.environment import apply_defaults
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Federated GRPO with FGRPO aggregation.")
+app.command("check")(check)
+app.command("pull")(pull)
 
 
 def _fail(message: str, code: int = 2) -> None:

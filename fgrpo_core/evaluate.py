@@ -4,12 +4,17 @@ Decoding is greedy (``do_sample=False``) in fixed batches with left padding, so 
 examples always give the same completions and rewards. A reward function may return ``None`` for a
 completion it cannot score (TRL's convention); here such a completion counts as the lowest reward of
 ``reward_range``, so that an unparseable answer is never better than a wrong one.
+
+The reward sees what TRL's ``GRPOTrainer`` would pass it (``reward_inputs``): the example's columns
+as keyword lists, and for a prompt given as chat messages, completions as messages too.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import GenerationConfig
@@ -17,10 +22,49 @@ from transformers import GenerationConfig
 from fgrpo_core.config import EvaluationSettings
 from fgrpo_core.errors import TaskError
 from fgrpo_core.families import Example
-from fgrpo_core.models import ModelBundle, format_prompt
+from fgrpo_core.models import ModelBundle, example_prompt
 from fgrpo_core.rewards import is_correct
 
 RewardFn = Callable[..., list[float | None]]
+_log = logging.getLogger(__name__)
+# Rewards within this distance of the declared range are in it (float rounding of weighted sums).
+_RANGE_TOLERANCE = 1e-6
+
+
+def reward_columns(examples: Sequence[Example]) -> dict[str, list[Any]]:
+    """The dataset columns a reward receives: an owner's own columns, or ``answer`` and ``family``."""
+    if examples and examples[0].prompt is not None:
+        return {name: [ex.columns[name] for ex in examples] for name in examples[0].columns}
+    return {"answer": [ex.answer for ex in examples], "family": [ex.family for ex in examples]}
+
+
+def as_completions(examples: Sequence[Example], texts: Sequence[str]) -> list[Any]:
+    """Completions as TRL gives them: a message list where the prompt was a message list."""
+    return [
+        [{"role": "assistant", "content": text}] if isinstance(ex.prompt, list) else text
+        for ex, text in zip(examples, texts, strict=True)
+    ]
+
+
+def count_out_of_range(rewards: Sequence[float], reward_range: tuple[float, float] | None, where: str) -> int:
+    """How many rewards fall outside the declared range; warns once per call when any do."""
+    if reward_range is None:
+        return 0
+    lo, hi = reward_range
+    tol = _RANGE_TOLERANCE * max(1.0, hi - lo)
+    outside = [r for r in rewards if r < lo - tol or r > hi + tol]
+    if outside:
+        _log.warning(
+            "%s: %d of %d rewards outside the declared range [%g, %g] (e.g. %g): fix the reward "
+            "or its clients[].reward_range",
+            where,
+            len(outside),
+            len(rewards),
+            lo,
+            hi,
+            outside[0],
+        )
+    return len(outside)
 
 
 @dataclass(frozen=True)
@@ -33,6 +77,7 @@ class EvalResult:
     correct: list[bool]
     n: int
     tokens_generated: int
+    out_of_range: int = 0
 
 
 @torch.inference_mode()
@@ -78,7 +123,9 @@ def evaluate(
     """Greedy completions of ``examples`` scored by ``reward_fn`` (TRL signature).
 
     ``reward_range`` is needed only when the reward function may return ``None``: such completions
-    count as ``reward_range[0]``.
+    count as ``reward_range[0]``, and rewards outside it are counted (``out_of_range``). Accuracy
+    is exact match of the last integer for family examples, reaching ``reward_range[1]`` for an
+    owner's own examples.
     """
     if not examples:
         raise TaskError("evaluate() got no examples: give every client at least one validation prompt")
@@ -86,20 +133,24 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        prompts = [format_prompt(bundle.tokenizer, ex.question, bundle.chat) for ex in examples]
+        prompts = [example_prompt(bundle, ex) for ex in examples]
         completions, tokens = generate_greedy(bundle, prompts, settings.max_new_tokens, settings.batch_size)
     finally:
         model.train(was_training)
-    answers = [ex.answer for ex in examples]
-    families = [ex.family for ex in examples]
-    raw = reward_fn(completions=completions, answer=answers, prompts=prompts, family=families)
+    raw = reward_fn(
+        completions=as_completions(examples, completions), prompts=prompts, **reward_columns(examples)
+    )
     if len(raw) != len(examples):
         raise TaskError(f"reward function returned {len(raw)} rewards for {len(examples)} completions")
     if any(r is None for r in raw) and reward_range is None:
         raise TaskError("reward function returned None; pass reward_range so that None counts as its minimum")
     floor = reward_range[0] if reward_range is not None else 0.0
     rewards = [float(r) if r is not None else floor for r in raw]
-    correct = [bool(is_correct(c, a)) for c, a in zip(completions, answers, strict=True)]
+    top = reward_range[1] - _RANGE_TOLERANCE if reward_range is not None else float("inf")
+    correct = [
+        reward >= top if ex.prompt is not None else bool(is_correct(c, int(ex.answer)))
+        for ex, c, reward in zip(examples, completions, rewards, strict=True)
+    ]
     n = len(examples)
     return EvalResult(
         mean_reward=sum(rewards) / n,
@@ -108,4 +159,5 @@ def evaluate(
         correct=correct,
         n=n,
         tokens_generated=tokens,
+        out_of_range=count_out_of_range(rewards, reward_range, "evaluation"),
     )

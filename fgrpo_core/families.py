@@ -21,20 +21,31 @@ import json
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
 from fgrpo_core import rewards
 from fgrpo_core.errors import TaskError
 
+NO_FAMILY = ""
+"""The family of an owner's own TRL-format example: none, its client's reward scores it."""
+
 
 @dataclass(frozen=True)
 class Example:
-    """One prompt: a bare question, its integer answer, and the family it belongs to."""
+    """One prompt: a bare question, its answer, and the family it belongs to.
+
+    An owner's TRL-format record (``owner_data.py``) has family ``NO_FAMILY``, keeps its
+    ``prompt`` (a string, or a list of chat messages) and its other columns in ``columns``, which
+    reach the reward functions as keyword arguments; ``question`` is then the prompt's text.
+    """
 
     question: str
-    answer: int
+    answer: int | str
     family: str
+    prompt: str | list[dict[str, Any]] | None = dataclass_field(default=None, repr=False)
+    columns: dict[str, Any] = dataclass_field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

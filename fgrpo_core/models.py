@@ -24,6 +24,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from fgrpo_core.base_models import load_base_model
 from fgrpo_core.config import ExperimentConfig, LoraSettings
 from fgrpo_core.errors import AggregationError, ConfigError
+from fgrpo_core.families import Example
+from fgrpo_core.gpu_options import require_gpu_options
+from fgrpo_core.lora_targets import target_problem
 from fgrpo_core.types import Adapter
 
 
@@ -39,22 +42,20 @@ class ModelBundle:
     # The adapter as built (seeded by lora.init_seed), kept apart from the model's current adapter:
     # a bundle lent to several tasks holds whatever the last task loaded or trained.
     initial_adapter: Adapter = field(default_factory=dict)
+    # How a prompt that does not go through the chat template is written (model.plain_prompt).
+    plain_prompt: str = "{prompt}"
 
 
 def build_peft_model(base: PreTrainedModel, lora: LoraSettings) -> peft.PeftModel:
     """Attach the LoRA adapter; its initial A matrices depend on ``lora.init_seed`` only."""
-    module_names = {name.rsplit(".", 1)[-1] for name, _ in base.named_modules()}
-    targets = [t for t in lora.target_modules if t in module_names]
-    if not targets:
-        raise ConfigError(
-            f"lora.target_modules {lora.target_modules} match no layer of the base model; "
-            f"choose among its linear layers, e.g. {sorted(module_names)[:12]}"
-        )
+    problem = target_problem(base, lora.target_modules)
+    if problem is not None:
+        raise ConfigError(problem)
     config = peft.LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=targets,
+        target_modules=lora.target_modules,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -107,11 +108,29 @@ def load_bundle(cfg: ExperimentConfig, device: str | None = None) -> ModelBundle
         wanted = "cuda" if torch.cuda.is_available() else "cpu"
     if wanted.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("grpo.device is 'cuda' but no CUDA device is visible: use 'auto' or 'cpu'")
+    require_gpu_options(cfg, wanted)
     base, tokenizer = load_base_model(cfg.model, cfg.data.families)
+    if cfg.model.load_in_4bit:
+        # QLoRA: norms in fp32, inputs that require grad; the 4-bit weights are placed already.
+        base = peft.prepare_model_for_kbit_training(
+            base, use_gradient_checkpointing=cfg.grpo.gradient_checkpointing
+        )
     model = build_peft_model(base, cfg.lora)
+    if cfg.model.source == "hub":
+        # Recorded in adapter_config.json: the adapter names its base by Hub id and revision.
+        model.peft_config["default"].revision = cfg.model.revision
     torch_device = torch.device(wanted)
-    model.to(torch_device)
-    chat = cfg.model.source != "tiny" and getattr(tokenizer, "chat_template", None) is not None
+    if not cfg.model.load_in_4bit:
+        model.to(torch_device)
+    has_template = getattr(tokenizer, "chat_template", None) is not None
+    chat = {"chat": True, "plain": False}.get(
+        cfg.model.prompt_format, cfg.model.source != "tiny" and has_template
+    )
+    if chat and not has_template:
+        raise ConfigError(
+            f"model.prompt_format is 'chat' but the tokenizer of {cfg.model.model_id} has no chat "
+            "template: use prompt_format 'plain' (see model.plain_prompt) or 'auto'"
+        )
     return ModelBundle(
         model=model,
         tokenizer=tokenizer,
@@ -119,6 +138,7 @@ def load_bundle(cfg: ExperimentConfig, device: str | None = None) -> ModelBundle
         model_id=cfg.model.model_id,
         device=torch_device,
         initial_adapter=get_adapter(model),
+        plain_prompt=cfg.model.plain_prompt,
     )
 
 
@@ -157,8 +177,34 @@ def format_prompt(tokenizer: PreTrainedTokenizerBase, question: str, chat: bool)
     return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
 
+def example_prompt(bundle: ModelBundle, example: Example) -> str:
+    """The text the model sees for ``example`` (README "Prompt format").
+
+    A family question goes through the chat template ("What is 3+4? Answer with just the
+    number.") or ``plain_prompt`` with "3+4="; an owner's list of messages through the chat
+    template, or ``plain_prompt`` with the contents joined by newlines; an owner's string prompt
+    through ``plain_prompt`` (default "{prompt}": as is, like TRL's standard format).
+    """
+    if example.prompt is None:
+        if bundle.chat:
+            return format_prompt(bundle.tokenizer, example.question, chat=True)
+        return bundle.plain_prompt.replace(
+            "{prompt}", format_prompt(bundle.tokenizer, example.question, False)
+        )
+    if isinstance(example.prompt, list) and bundle.chat:
+        text = bundle.tokenizer.apply_chat_template(
+            example.prompt, tokenize=False, add_generation_prompt=True
+        )
+        return str(text)
+    return bundle.plain_prompt.replace("{prompt}", example.question)
+
+
 def save_adapter_folder(model: peft.PeftModel, adapter: Adapter, folder: Path) -> Path:
-    """Write ``adapter`` as a PEFT folder that ``peft.PeftModel.from_pretrained(base, folder)`` loads."""
+    """Write ``adapter`` as a PEFT folder that ``peft.PeftModel.from_pretrained(base, folder)`` loads.
+
+    Its ``adapter_config.json`` names the base model by Hub id (and ``revision``) or by absolute
+    folder (``base_models.load_base_model`` sets it), so it loads from any working directory.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     config = copy.deepcopy(model.peft_config["default"])
     config.inference_mode = True

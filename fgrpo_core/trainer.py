@@ -27,8 +27,9 @@ from trl import GRPOConfig, GRPOTrainer
 
 from fgrpo_core.config import EvaluationSettings, GrpoSettings
 from fgrpo_core.errors import TaskError
-from fgrpo_core.evaluate import RewardFn, evaluate
-from fgrpo_core.models import ModelBundle, format_prompt, get_adapter, set_adapter
+from fgrpo_core.evaluate import RewardFn, as_completions, count_out_of_range, evaluate, reward_columns
+from fgrpo_core.families import Example
+from fgrpo_core.models import ModelBundle, example_prompt, get_adapter, set_adapter
 from fgrpo_core.partition import ClientData
 from fgrpo_core.types import Adapter, ClientStats
 
@@ -77,10 +78,19 @@ class _RewardLogCallback(TrainerCallback):
             self.progress(state.global_step, self.max_steps, float(reward))
 
 
-def _tracked_reward(reward_fn: RewardFn, tally: _RolloutTally, floor: float) -> RewardFn:
-    """``reward_fn`` unchanged for TRL, plus a tally of prompts used and tokens generated."""
+def _tracked_reward(
+    reward_fn: RewardFn, tally: _RolloutTally, floor: float, examples: Sequence[Example] = ()
+) -> RewardFn:
+    """``reward_fn`` for TRL, plus a tally of prompts used and tokens generated.
+
+    With ``examples`` (the client's training prompts), a completion of a prompt given as chat
+    messages reaches the reward as messages, as TRL would pass it.
+    """
 
     def tracked(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        if examples:
+            rows = [examples[int(i)] for i in kwargs["prompt_index"]]
+            completions = as_completions(rows, [str(c) for c in completions])
         rewards = reward_fn(completions=completions, **kwargs)
         tally.prompt_indices.update(int(i) for i in kwargs["prompt_index"])
         tally.completion_tokens += sum(len(ids) for ids in kwargs["completion_ids"])
@@ -106,11 +116,11 @@ def _prompt_rows(
     needed = grpo.local_steps * prompts_per_step
     indices = [order[i % len(order)] for i in range(needed)]
     examples = [data.train[i] for i in indices]
+    # An owner's own columns, or answer and family (a client mixing families dispatches on it,
+    # client_rewards.family_dispatch); TRL passes every column to the reward.
     return {
-        "prompt": [format_prompt(bundle.tokenizer, ex.question, bundle.chat) for ex in examples],
-        "answer": [ex.answer for ex in examples],
-        # A client may mix families: its reward dispatches on this column (client_rewards.family_dispatch).
-        "family": [ex.family for ex in examples],
+        "prompt": [example_prompt(bundle, ex) for ex in examples],
+        **reward_columns(examples),
         "prompt_index": indices,
     }
 
@@ -131,7 +141,7 @@ def grpo_config(grpo: GrpoSettings, seed: int, output_dir: Path, use_cpu: bool) 
         gradient_accumulation_steps=grpo.gradient_accumulation_steps,
         bf16=grpo.bf16,
         fp16=False,
-        gradient_checkpointing=False,
+        gradient_checkpointing=grpo.gradient_checkpointing,
         use_cpu=use_cpu,
         seed=seed,
         # GRPO objective
@@ -150,7 +160,9 @@ def grpo_config(grpo: GrpoSettings, seed: int, output_dir: Path, use_cpu: bool) 
         top_k=0,
         min_p=None,
         repetition_penalty=1.0,
-        use_vllm=False,
+        use_vllm=grpo.use_vllm,
+        vllm_mode="colocate",
+        vllm_gpu_memory_utilization=grpo.vllm_gpu_memory_utilization,
         # data: rows are already shuffled and cycled by us, and extra columns reach the reward
         shuffle_dataset=False,
         remove_unused_columns=False,
@@ -192,7 +204,7 @@ def train_client(
         # The adapter is already attached: pass the PeftModel itself and no peft_config, so TRL
         # trains it in place instead of wrapping a second adapter.
         model=bundle.model,
-        reward_funcs=[_tracked_reward(reward_fn, tally, reward_range[0])],
+        reward_funcs=[_tracked_reward(reward_fn, tally, reward_range[0], data.train)],
         args=grpo_config(grpo, seed, run_dir, use_cpu=bundle.device.type == "cpu"),
         train_dataset=Dataset.from_dict(_prompt_rows(bundle, data, grpo, seed)),
         processing_class=bundle.tokenizer,
@@ -231,5 +243,10 @@ def train_client(
         tokens_generated=tally.completion_tokens + pre.tokens_generated + post.tokens_generated,
         wall_time_s=time.perf_counter() - started,
         train_reward_mean=float(np.mean(tally.rewards)) if tally.rewards else 0.0,
+        rewards_out_of_range=count_out_of_range(
+            tally.rewards, reward_range, f"client {data.client_id} training"
+        )
+        + pre.out_of_range
+        + post.out_of_range,
     )
     return TrainResult(adapter=get_adapter(bundle.model), stats=stats, reward_log=callback.log)

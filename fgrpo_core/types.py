@@ -32,6 +32,9 @@ class ClientStats(BaseModel):
     tokens_generated: int = Field(0, ge=0)
     wall_time_s: float = Field(0.0, ge=0.0)
     train_reward_mean: float = Field(0.0, description="Mean training reward over the local steps.")
+    rewards_out_of_range: int = Field(
+        0, ge=0, description="Rewards (training and validation) seen outside [reward_lo, reward_hi]."
+    )
 
 
 class ClientHistory(BaseModel):

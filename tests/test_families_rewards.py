@@ -135,9 +135,10 @@ def test_registry_unknown_name_lists_valid_names_and_dotted_paths() -> None:
 def test_registry_loads_dotted_path(path: str) -> None:
     # Execute
     fn = get_reward(path)
-    # Assert: it behaves like my_reward; its range is the documented custom default.
+    # Assert: it behaves like my_reward; a user reward has no assumed range, it must declare one.
     assert fn(["abc", _chat("de")], answer=[1, 2]) == [3.0, 2.0]
-    assert reward_range(path) == (0.0, 1.0)
+    with pytest.raises(TaskError, match="declare reward_range"):
+        reward_range(path)
     assert get_reward("exact") is exact
     assert reward_range("partial_credit") == (0.0, 10.0)
 

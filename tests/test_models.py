@@ -27,6 +27,8 @@ from fgrpo_core.models import (
 )
 from fgrpo_core.rewards import exact
 
+# What lora.target_modules listed before it defaulted to "all-linear": the same 7 layers.
+LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 FAMILIES = ["add1", "mul1"]
 
 
@@ -109,7 +111,7 @@ def test_initial_adapter_replays_peft_own_seeded_initialisation(tiny_settings: M
     # what every committed benchmark result started from).
     lora = LoraSettings(r=4, init_seed=11)
     config = peft.LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules)
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=LLAMA_LINEAR
     )
     torch.manual_seed(lora.init_seed)
     reference = get_adapter(peft.get_peft_model(load_base_model(tiny_settings, FAMILIES)[0], config))
