@@ -206,11 +206,12 @@ class AggregationSettings(_Strict):
         1e-3, gt=0.0, description="scale_floor = this fraction of the client's reward range."
     )
     scale_start: Literal["first_round", "first_informative"] = Field(
-        "first_round",
-        description="Where the EMA of s_k starts: at the client's first round ('first_round', SPEC "
-        "§2), or at its first round whose observed scale exceeds scale_floor ('first_informative': a "
-        "round in which no answer changed measures no noise level, so it neither seeds s_k at the "
-        "floor nor pulls s_k toward 0; until then the gain uses the round's own scale).",
+        "first_informative",
+        description="Where the EMA of s_k starts (SPEC §2): at the client's first round whose "
+        "observed scale exceeds scale_floor ('first_informative', default: a round in which no "
+        "answer changed measures no noise level, so it neither seeds s_k at the floor nor pulls "
+        "s_k toward 0; until then the gain uses the round's own scale), or at its first round "
+        "whatever it observed ('first_round', the earlier rule, kept as an ablation).",
     )
     weight_cap: float = Field(
         1.0, gt=0.0, le=1.0, description="Maximum weight of one client (excess is redistributed)."

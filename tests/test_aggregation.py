@@ -73,10 +73,18 @@ def reference_fgrpo(
     b = np.array(
         [state.clients[s.client_id].baseline if k else s.r_pre for s, k in zip(stats, known, strict=True)]
     )
-    s_prev = np.array(
-        [state.clients[s.client_id].scale if k else o for s, k, o in zip(stats, known, observed, strict=True)]
-    )
     floor = cfg.scale_floor_frac * np.array([s.reward_hi - s.reward_lo for s in stats])
+    # first_informative: a history scale at or below the floor is no measurement yet
+    measured = [
+        k and (cfg.scale_start == "first_round" or state.clients[s.client_id].scale > f)
+        for s, k, f in zip(stats, known, floor, strict=True)
+    ]
+    s_prev = np.array(
+        [
+            state.clients[s.client_id].scale if k else o
+            for s, k, o in zip(stats, measured, observed, strict=True)
+        ]
+    )
     ref = r_pre if cfg.gain_reference == "round_start" else b
     g = (r_post - ref) / np.maximum(s_prev, floor)
     g = np.sign(g) * np.maximum(0.0, np.abs(g) - cfg.gain_deadzone)
@@ -139,9 +147,10 @@ def test_reward_weights_shift_by_lowest_range_and_fall_back_to_fedavg() -> None:
         {},
         {"gain_deadzone": 0.0, "tau": 2.0, "lam": 0.5, "mu": 0.3},
         {"gain_reference": "history", "gain_scale": "std"},
+        {"scale_start": "first_round"},
     ],
 )
-def test_fgrpo_weights_match_numpy_reference_over_two_rounds(overrides: dict[str, Any]) -> None:
+def test_fgrpo_weights_match_numpy_reference_over_three_rounds(overrides: dict[str, Any]) -> None:
     # Prepare
     cfg = AggregationSettings(strategy="fgrpo", **overrides)
     round_1 = [
@@ -154,8 +163,13 @@ def test_fgrpo_weights_match_numpy_reference_over_two_rounds(overrides: dict[str
         make_stats("c", n_k=10, r_pre=0.45, r_post=0.2, sigma_diff=0.3, reward_lo=-1.0),
         make_stats("d", n_k=25, r_pre=0.0, r_post=0.0, sigma_diff=0.0, sigma=0.0),
     ]
+    # "d" was silent in round 2: its first informative round
+    round_3 = [
+        make_stats("a", n_k=20, r_pre=0.6, r_post=0.55, sigma_diff=0.2),
+        make_stats("d", n_k=25, r_pre=0.0, r_post=0.25, sigma_diff=0.4, sigma=0.1),
+    ]
     state = ServerState()
-    for stats in (round_1, round_2):
+    for stats in (round_1, round_2, round_3):
         expected_gains, expected_weights = reference_fgrpo(stats, cfg, state)
         # Execute
         rows, state = compute_weights(stats, state, cfg)
