@@ -186,7 +186,12 @@ class DataSettings(_Strict):
 class AggregationSettings(_Strict):
     """How the coordinator combines client deltas (SPEC §2, §5)."""
 
-    strategy: Literal["fedavg", "reward", "fgrpo"] = Field("fgrpo", description="Weighting rule.")
+    strategy: Literal["fedavg", "reward", "fgrpo", "trimmed_mean", "median"] = Field(
+        "fgrpo", description="Weighting rule; 'trimmed_mean', 'median': coordinate-wise (robust.py)."
+    )
+    trim_fraction: float = Field(
+        0.2, ge=0.0, lt=0.5, description="trimmed_mean: floor(this x K) clients dropped at each end."
+    )
     server_lr: float = Field(1.0, gt=0.0, description="eta: theta += eta * sum_k w_k delta_k.")
     baseline_beta: float = Field(
         0.7, ge=0.0, lt=1.0, description="EMA factor of the personal baseline b_k and scale s_k."
@@ -207,11 +212,9 @@ class AggregationSettings(_Strict):
     )
     scale_start: Literal["first_round", "first_informative"] = Field(
         "first_informative",
-        description="Where the EMA of s_k starts (SPEC §2): at the client's first round whose "
-        "observed scale exceeds scale_floor ('first_informative', default: a round in which no "
-        "answer changed measures no noise level, so it neither seeds s_k at the floor nor pulls "
-        "s_k toward 0; until then the gain uses the round's own scale), or at its first round "
-        "whatever it observed ('first_round', the earlier rule, kept as an ablation).",
+        description="Where the EMA of s_k starts (SPEC §2): at the first round whose observed scale "
+        "exceeds scale_floor (a round with no changed answer neither seeds s_k nor pulls it toward "
+        "0; until then the gain uses the round's own scale), or at the first round ('first_round').",
     )
     weight_cap: float = Field(
         1.0, gt=0.0, le=1.0, description="Maximum weight of one client (excess is redistributed)."

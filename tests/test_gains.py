@@ -1,6 +1,6 @@
 """FGRPO's scale start (aggregation.scale_start): a round in which no answer changed is no noise level.
 
-The affine invariance of both starts is a property test in test_aggregation.py.
+The affine invariance of both starts is also a property test in test_aggregation_properties.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fgrpo_core.aggregation import compute_weights
 from fgrpo_core.config import AggregationSettings
 from fgrpo_core.gains import client_gain, updated_history
 from fgrpo_core.types import ClientStats, ServerState
-from tests.test_aggregation import make_stats, rounds
+from tests.aggregation_helpers import make_stats, rounds
 
 FAST = settings(max_examples=60, deadline=None)
 M = 16  # validation prompts of the client
