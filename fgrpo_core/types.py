@@ -30,6 +30,13 @@ class ClientStats(BaseModel):
     tokens_generated: int = Field(0, ge=0)
     wall_time_s: float = Field(0.0, ge=0.0)
     train_reward_mean: float = Field(0.0, description="Mean training reward over the local steps.")
+    all_equal_group_frac: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of the local steps' GRPO groups whose rewards were all equal (zero "
+        "advantage: they teach nothing); 1.0 means the client's round trained on nothing.",
+    )
 
 
 class ClientHistory(BaseModel):
