@@ -37,6 +37,17 @@ from fgrpo_io.environment import apply_defaults  # noqa: E402
 
 EVAL_SEEDS = (1, 2, 3, 4, 5)
 TUNING_SEED = 0
+ARM_PRIORITY = (
+    "fedavg",
+    "fgrpo",
+    "local",
+    "fgrpo-probe",
+    "median",
+    "trimmed_mean",
+    "fgrpo:scale_start=first_round",
+    "reward",
+    "central",
+)
 
 
 def _source_digest() -> str:
@@ -90,7 +101,11 @@ def plan(
     out: Path,
     only_arms: list[str] | None = None,
 ) -> list[tuple[str, str, str, int, dict[str, Any], str]]:
-    """Every job of the run (of ``only_arms`` when given), longest first so the pool ends together."""
+    """Every job of the run (of ``only_arms`` when given), the arms a verdict needs first.
+
+    FedAvg, FGRPO and local-only on every seed come first, then the other arms in ARM_PRIORITY
+    order, so a run cut short (results are kept per job) still has whole paired comparisons.
+    """
     cache = str(out / "model-cache")
     jobs = []
     for scenario in names:
@@ -103,7 +118,8 @@ def plan(
                 )
                 scenarios.write_local_datasets(raw)  # the silent owners' JSONL files
                 jobs.append((scenario, arm.name, arm.kind, seed, raw, str(out / "work" / raw["name"])))
-    return sorted(jobs, key=lambda j: j[2] != "central")
+    rank = {name: i for i, name in enumerate(ARM_PRIORITY)}
+    return sorted(jobs, key=lambda j: (rank.get(j[1], len(rank)), j[3], names.index(j[0])))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
