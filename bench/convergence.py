@@ -45,6 +45,8 @@ ARM_PRIORITY = (
     "median",
     "trimmed_mean",
     "fgrpo:scale_start=first_round",
+    "fgrpo:gain_n=informative",
+    "fgrpo-probe:exclude",
     "reward",
     "central",
 )

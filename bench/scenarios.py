@@ -5,7 +5,7 @@ cannot separate the strategies). Each arm is a strategy (an `aggregation:` overr
 the two references (`local`, `central`, run by bench/references.py). What each scenario must
 build before it tests anything is measured by bench/preconditions.py.
 
-- `silent`: 5 owners; 2 hold two-digit problems scored by exact match {0, 1} with no format
+- `silent`: 5 owners; 2 hold problems with 3-digit answers scored by exact match {0, 1} with no format
   term, which the tiny model cannot yet solve, so their GRPO groups are all-equal and their
   deltas (near-)zero. FedAvg averages those zeros in (dilution); gain weighting need not. Their
   prompts are local datasets (JSONL, as a user brings them) tagged with the one-digit family of
@@ -32,12 +32,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fgrpo_core.families import generate_examples
-
 Model = Literal["tiny", "smollm2"]
 MISLABELLED_REWARD = "bench.mislabel:off_by_one"
 SCENARIOS = ("disjoint", "unequal", "harmful", "loud", "silent", "mislabelled")
-SILENT_FAMILIES = {"add2": "add1", "sub2": "sub1"}  # two-digit (the tiny model scores 0) -> tag
+# Silent owners' problems: every answer has 3 digits, which the tiny model (warmed up on answers
+# of at most 2 digits) never writes, so every GRPO group is all-0. The one-digit tag names the
+# public probe family of the same operation. Not silent enough, so replaced: any two-digit sums
+# and differences (6% of groups had a correct answer and AdamW turned those into full-size
+# steps: delta norms 0.49 of the learners', 5 evaluation seeds), and two-digit sums >= 100
+# (tuning seed 0: one owner still had 10% informative groups, norms 0.18).
+SILENT_FAMILIES = {"add3": "add1", "sub3": "sub1"}
+
+
+def _silent_example(family: str, rng: random.Random) -> dict[str, Any]:
+    if family == "add3":  # three-digit operands
+        a, b = rng.randint(100, 499), rng.randint(100, 499)
+    else:  # three-digit difference
+        a = rng.randint(300, 999)
+        b = rng.randint(100, a - 100)
+        return {"question": f"{a}-{b}", "answer": a - b, "family": SILENT_FAMILIES[family]}
+    return {"question": f"{a}+{b}", "answer": a + b, "family": SILENT_FAMILIES[family]}
+
+
 REFERENCES = ("local", "central")
 
 
@@ -94,6 +110,15 @@ PROBE_ARM = Arm("fgrpo-probe", "strategy", {"strategy": "fgrpo", "gain_source": 
 FIRST_ROUND_ARM = Arm(
     "fgrpo:scale_start=first_round", "strategy", {"strategy": "fgrpo", "scale_start": "first_round"}
 )
+# Two variants of the rule, written down with their reasons in docs/algorithm.md before they ran.
+VARIANT_ARMS = (
+    Arm("fgrpo:gain_n=informative", "strategy", {"strategy": "fgrpo", "gain_n": "informative"}),
+    Arm(
+        "fgrpo-probe:exclude",
+        "strategy",
+        {"strategy": "fgrpo", "gain_source": "server_probe", "negative_gain": "exclude"},
+    ),
+)
 REFERENCE_ARMS = (Arm("local", "local"), Arm("central", "central"))
 ABLATION_ARMS = (
     Arm("fgrpo:scale=std", "strategy", {"strategy": "fgrpo", "gain_scale": "std"}),
@@ -113,7 +138,7 @@ ABLATION_ARMS = (
 
 def arms_for(scenario: str, references: bool, ablation: bool) -> list[Arm]:
     """The strategies, server_probe and the first_round start everywhere, references, ablation."""
-    arms = [*STRATEGY_ARMS, PROBE_ARM, FIRST_ROUND_ARM]
+    arms = [*STRATEGY_ARMS, PROBE_ARM, FIRST_ROUND_ARM, *VARIANT_ARMS]
     if references:
         arms.extend(REFERENCE_ARMS)
     if ablation:
@@ -138,10 +163,7 @@ def write_local_datasets(cfg: dict[str, Any]) -> list[Path]:
         family = client["id"].removeprefix("silent-")
         rng = random.Random(f"{cfg['seed']}/{family}")
         count = client["n_train"] + client["n_val"]
-        rows = [
-            {"question": ex.question, "answer": ex.answer, "family": SILENT_FAMILIES[family]}
-            for ex in generate_examples(family, count, rng)
-        ]
+        rows = [_silent_example(family, rng) for _ in range(count)]
         path = Path(client["data_path"])
         text = "".join(json.dumps(row) + "\n" for row in rows)
         if not path.is_file() or path.read_text() != text:

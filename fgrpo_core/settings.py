@@ -190,7 +190,7 @@ class AggregationSettings(_Strict):
         "fgrpo", description="Weighting rule; 'trimmed_mean', 'median': coordinate-wise (robust.py)."
     )
     trim_fraction: float = Field(
-        0.2, ge=0.0, lt=0.5, description="trimmed_mean: floor(this x K) clients dropped at each end."
+        0.2, ge=0.0, lt=0.5, description="trimmed_mean: floor(this x K) cut per end."
     )
     server_lr: float = Field(1.0, gt=0.0, description="eta: theta += eta * sum_k w_k delta_k.")
     baseline_beta: float = Field(
@@ -212,9 +212,14 @@ class AggregationSettings(_Strict):
     )
     scale_start: Literal["first_round", "first_informative"] = Field(
         "first_informative",
-        description="Where the EMA of s_k starts (SPEC §2): at the first round whose observed scale "
-        "exceeds scale_floor (a round with no changed answer neither seeds s_k nor pulls it toward "
-        "0; until then the gain uses the round's own scale), or at the first round ('first_round').",
+        description="Where s_k's EMA starts (SPEC §2): at the first round whose scale exceeds the floor, or "
+        "'first_round'. A round with no changed answer neither seeds s_k nor pulls it toward 0.",
+    )
+    gain_n: Literal["n_k", "informative"] = Field(
+        "n_k", description="n_k in u_k, or 'informative': n_k x (1 - all_equal_group_frac) (algorithm.md)."
+    )
+    negative_gain: Literal["down_weight", "exclude"] = Field(
+        "down_weight", description="'exclude': weight 0 for a negative gain, unless all are (algorithm.md)."
     )
     weight_cap: float = Field(
         1.0, gt=0.0, le=1.0, description="Maximum weight of one client (excess is redistributed)."

@@ -160,3 +160,33 @@ def test_empty_duplicate_or_non_finite_stats_raise(stats: list[ClientStats], mes
     # Execute / Assert
     with pytest.raises(AggregationError, match=message):
         compute_weights(stats, ServerState(), AggregationSettings())
+
+
+def test_informative_data_size_and_excluded_negative_gains_by_hand() -> None:
+    # Prepare: gains after the dead zone 1.0, 0.0, -1.0 (scale 0.1, deadzone 1); "c" trained on nothing
+    stats = [
+        make_stats("a", r_pre=0.3, r_post=0.5, sigma_diff=0.4, m=16, n_k=40, all_equal_group_frac=0.5),
+        make_stats("b", r_pre=0.3, r_post=0.3, sigma_diff=0.4, m=16, n_k=20),
+        make_stats("c", r_pre=0.3, r_post=0.1, sigma_diff=0.4, m=16, n_k=20, all_equal_group_frac=1.0),
+    ]
+    informative = AggregationSettings(gain_n="informative", mu=0.1)
+    exclude = AggregationSettings(negative_gain="exclude", mu=0.1)
+    # Execute
+    rows_i, _ = compute_weights(stats, ServerState(), informative)
+    rows_e, _ = compute_weights(stats, ServerState(), exclude)
+    # Assert: n_eff = 20, 20, 0; u = 20e, 20, 0
+    u = np.array([20 * np.e, 20.0, 0.0])
+    np.testing.assert_allclose([r.weight for r in rows_i], 0.9 * u / u.sum() + 0.1 / 3, rtol=1e-12)
+    # exclude: c (gain -1) gets 0; a, b share (1 - mu) by u = 40e, 20 and mu/2 each
+    u = np.array([40 * np.e, 20.0])
+    np.testing.assert_allclose([r.weight for r in rows_e], [*(0.9 * u / u.sum() + 0.05), 0.0], rtol=1e-12)
+
+
+def test_variants_fall_back_when_nothing_is_left() -> None:
+    # Prepare: every gain negative; every group all-equal
+    stats = [make_stats(c, r_pre=0.5, r_post=0.1, all_equal_group_frac=1.0) for c in ("a", "b")]
+    cfg = AggregationSettings(gain_n="informative", negative_gain="exclude")
+    # Execute
+    rows, _ = compute_weights(stats, ServerState(), cfg)
+    # Assert: equal shares, not a division by zero
+    assert [r.weight for r in rows] == pytest.approx([0.5, 0.5])

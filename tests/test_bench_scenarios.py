@@ -29,8 +29,8 @@ def test_silent_owners_hold_two_digit_problems_scored_by_exact_match(tmp_path: P
     again = [p.read_text() for p in scenarios.write_local_datasets(raw)]
     cfg = parse_config(raw)
     data = {c.id: client_data(cfg, c.id) for c in cfg.clients}
-    # Assert: 5 owners; the 2 silent ones have two-digit prompts, the {0,1} exact reward, no format term
-    assert [c.id for c in cfg.clients][-2:] == ["silent-add2", "silent-sub2"]
+    # Assert: 5 owners; the 2 silent ones have 3-digit answers, the {0,1} exact reward, no format term
+    assert [c.id for c in cfg.clients][-2:] == ["silent-add3", "silent-sub3"]
     assert cfg.data.families == ["add1", "mul1", "sub1"]  # the warm-up, hence the base model, unchanged
     assert [p.read_text() for p in written] == again
     for spec in cfg.clients[-2:]:
@@ -38,8 +38,7 @@ def test_silent_owners_hold_two_digit_problems_scored_by_exact_match(tmp_path: P
         assert spec.reward == "exact" and lo_hi == (0.0, 1.0)
         examples = [*data[spec.id].train, *data[spec.id].val]
         assert len(examples) == spec.n_train + spec.n_val
-        assert all(abs(e.answer) >= 10 or "-" in e.question for e in examples)
-    assert max(e.answer for e in data["silent-add2"].val) >= 20
+        assert all(100 <= e.answer <= 999 and e.family in ("add1", "sub1") for e in examples)
 
 
 def test_mislabelled_owner_rewards_the_answer_plus_one() -> None:
@@ -60,7 +59,8 @@ def test_every_scenario_has_the_robust_probe_and_first_round_arms() -> None:
     # Assert
     want = {"fgrpo", "fgrpo-probe", "fedavg", "trimmed_mean", "median", "reward", "local", "central"}
     for arms in names.values():
-        assert want | {"fgrpo:scale_start=first_round"} == set(arms)
+        extra = {"fgrpo:scale_start=first_round", "fgrpo:gain_n=informative", "fgrpo-probe:exclude"}
+        assert want | extra == set(arms)
     assert _config("silent", "fgrpo:scale_start=first_round")["aggregation"]["scale_start"] == "first_round"
 
 
