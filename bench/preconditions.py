@@ -143,7 +143,9 @@ def status(scenario: str, runs: Runs, seeds: list[int]) -> str:
     """One cell: whether the preconditions held and whether federation separates from local-only."""
     checks = scenario_checks(scenario, runs, seeds)
     parts = []
-    if checks:
+    if scenario in CHECKS and not checks:
+        parts.append("not measured (this run's local arm predates the owner records)")
+    elif checks:
         parts.append("held" if all(c.held for c in checks) else "**failed: tests nothing**")
     else:
         parts.append("none beyond construction")
@@ -159,7 +161,9 @@ def status(scenario: str, runs: Runs, seeds: list[int]) -> str:
 def lines(scenario: str, runs: Runs, seeds: list[int]) -> list[str]:
     """The scenario's preconditions, one line each, for its section of the page."""
     checks = scenario_checks(scenario, runs, seeds)
-    out = [c.line() for c in checks] or ["- No measured precondition (the scenario holds by construction)."]
+    missing = "- Not measured: this run's local arm predates the owner records the checks read."
+    none = "- No measured precondition (the scenario holds by construction)."
+    out = [c.line() for c in checks] or [missing if scenario in CHECKS else none]
     if "local" in runs:
         best, margin = best_federated(runs, seeds)
         met = (

@@ -159,17 +159,26 @@ def _ablation_table(table: dict[str, Any], seeds: list[int]) -> list[str]:
     return lines
 
 
+def _scale_start(data: dict[str, Any]) -> str:
+    """The `fgrpo` arm's scale start; runs from before the field existed used first_round."""
+    cfg = next(c for key, c in data["configs"].items() if key.endswith("/fgrpo"))
+    return str(cfg["aggregation"].get("scale_start", "first_round (the default of that run)"))
+
+
 def default_page(model: str) -> Path:
     """docs/results.md for the tiny model, docs/results-<model>.md for the others."""
     docs = Path(__file__).resolve().parents[1] / "docs"
     return docs / ("results.md" if model == "tiny" else f"results-{model}.md")
 
 
-def write_page(data: dict[str, Any], page: Path, json_path: Path) -> Path:
-    """docs/results.md (or ``page``): every table, the goals and the plots of one benchmark run."""
+def write_page(data: dict[str, Any], page: Path, json_path: Path, tag: str | None = None) -> Path:
+    """docs/results.md (or ``page``): every table, the goals and the plots of one benchmark run.
+
+    ``tag`` names the plots (default: the model, '-quick'); two pages of one model need two tags.
+    """
     table = _runs(data)
     seeds = data["seeds"]
-    tag = f"{data['model']}{'-quick' if data['quick'] else ''}"
+    tag = tag or f"{data['model']}{'-quick' if data['quick'] else ''}"
     images = plots(table, seeds, page.parent / "img", tag)
     rel_json = os.path.relpath(json_path, page.parent)
     b = data["budget"]
@@ -196,8 +205,8 @@ def write_page(data: dict[str, Any], page: Path, json_path: Path) -> Path:
         f"processes); raw numbers: [`{json_path.name}`]({rel_json}).{later}",
         f"Seeds {seeds} (evaluation); the budget ({b['rounds']} rounds × {b['local_steps']} local GRPO steps, "
         f"{b['n_train']} training prompts per owner, {b['eval_per_family']} evaluation prompts per family): "
-        f"{chosen}. FGRPO's constants are SPEC §2's defaults (scale_start first_informative), not tuned; "
-        f"tuning seed {data.get('tuning_seed', 0)} is never an evaluation seed.",
+        f"{chosen}. FGRPO's constants are SPEC §2's defaults (`fgrpo` arm: scale_start {_scale_start(data)}), "
+        f"not tuned; tuning seed {data.get('tuning_seed', 0)} is never an evaluation seed.",
         "Cells are mean ± sample standard deviation over seeds after the last round; accuracy is greedy exact "
         "match on the global held-out set; rewards are each family's own reward. A verdict is a paired "
         "comparison over seeds: win or loss when the mean difference exceeds one standard deviation of the "
