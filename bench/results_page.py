@@ -89,6 +89,8 @@ def _goal_lines(scenario: str, arms: dict[str, dict[int, dict[str, Any]]], seeds
         ("FGRPO server_probe − FedAvg", "fgrpo-probe", "fedavg"),
         ("FGRPO server_probe − FGRPO reported", "fgrpo-probe", "fgrpo"),
         ("FGRPO (scale_start first_informative) − first_round", "fgrpo", "fgrpo:scale_start=first_round"),
+        ("variant gain_n informative − FedAvg", "fgrpo:gain_n=informative", "fedavg"),
+        ("variant server_probe + exclude − FedAvg", "fgrpo-probe:exclude", "fedavg"),
         ("trimmed mean − FedAvg", "trimmed_mean", "fedavg"),
         ("median − FedAvg", "median", "fedavg"),
         ("reward − FGRPO (goal: reward worse)", "reward", "fgrpo"),
@@ -161,8 +163,9 @@ def _ablation_table(table: dict[str, Any], seeds: list[int]) -> list[str]:
 
 def _scale_start(data: dict[str, Any]) -> str:
     """The `fgrpo` arm's scale start; runs from before the field existed used first_round."""
-    cfg = next(c for key, c in data["configs"].items() if key.endswith("/fgrpo"))
-    return str(cfg["aggregation"].get("scale_start", "first_round (the default of that run)"))
+    if any(r["arm"] == "fgrpo:scale_start=first_round" for r in data["runs"]):
+        return "first_informative"  # that ablation arm exists since first_informative became the default
+    return "first_round (the default of that run)"
 
 
 def default_page(model: str) -> Path:
@@ -188,10 +191,11 @@ def write_page(data: dict[str, Any], page: Path, json_path: Path, tag: str | Non
     added_runs = {(s, arm) for extra in added for s in extra["scenarios"] for arm in extra["arms"]}
     first_runs = [r for r in data["runs"] if (r["scenario"], r["arm"]) not in added_runs]
     first_scenarios = [s for s in data["scenarios"] if any(r["scenario"] == s for r in first_runs)]
+    ablation_arms = {a.name for a in scenarios.ABLATION_ARMS} | {"fgrpo:scale_start=first_informative"}
     flags = (
         f"{' --quick' if data['quick'] else ''}"
         f"{' --scenarios ' + ' '.join(first_scenarios) if first_scenarios != list(scenarios.SCENARIOS) else ''}"
-        f"{' --ablation' if any(':' in r['arm'] for r in first_runs) else ''}"
+        f"{' --ablation' if any(r['arm'] in ablation_arms for r in first_runs) else ''}"
     )
     later = "".join(
         f" Added later: `{extra['flags']}` ({extra['wall_time_s'] / 60:.1f} min; {extra['note']})."
@@ -251,7 +255,8 @@ def write_page(data: dict[str, Any], page: Path, json_path: Path, tag: str | Non
         "- [Communication and aggregation throughput](../bench/results/comm.md) (`bench/comm.py`)",
         "- [Distributed against embedded](../bench/results/distributed.md) (`bench/distributed.py`)",
         "- Client trainer step time: `bench/results/step-time-*.json` (`bench/step_time.py`)",
-        "- Both model sizes: [tiny](results.md), [SmolLM2-135M](results-smollm2.md)",
+        "- Both model sizes: [tiny](results.md), [SmolLM2-135M](results-smollm2.md); the four earlier tiny "
+        "scenarios (3 seeds, scale_start first_round): [results-tiny-four-scenarios.md](results-tiny-four-scenarios.md)",
         "- [Fault and attack suite](faults.md)",
         "",
     ]
