@@ -3,7 +3,9 @@
 - strategy: `fgrpo_core.runner.run_in_process`, the same code the Prefect tasks call.
 - local: each owner trains alone from the shared initial adapter for the same rounds and steps,
   no aggregation; each owner's adapter is evaluated on every family and the table reports the
-  mean over owners (what an owner gets by not federating).
+  mean over owners (what an owner gets by not federating). Each round also records, per owner,
+  its own report (reward before and after, all-equal GRPO groups), its delta's norm and its
+  adapter's evaluation: what the scenario preconditions (bench/preconditions.py) are read from.
 - central: one trainer on the pooled prompts of all owners, each scored with its family's own
   reward (no owner-specific scale or hack), with the same total number of GRPO steps per round
   as the federation (owners x local_steps): an upper reference for what the data can teach.
@@ -19,7 +21,7 @@ from typing import Any
 
 from fgrpo_core.client_rewards import client_reward
 from fgrpo_core.config import ClientSpec, ExperimentConfig, parse_config
-from fgrpo_core.deltas import apply_delta
+from fgrpo_core.deltas import apply_delta, delta_norm
 from fgrpo_core.federation import client_update, evaluate_families
 from fgrpo_core.models import get_adapter, load_bundle
 from fgrpo_core.partition import ClientData, client_data, eval_sets
@@ -77,12 +79,25 @@ def run_local(raw: dict[str, Any], work: Path) -> dict[str, Any]:
     initial = evaluate_families(bundle, initial_adapter, sets, cfg)
     rounds = []
     for round_idx in range(1, cfg.federation.rounds + 1):
-        evs = []
+        evs, owners = [], []
         for spec in cfg.clients:
             update = client_update(bundle, adapters[spec.id], cfg, spec.id, round_idx, work)
             adapters[spec.id] = apply_delta(adapters[spec.id], update.delta)
             evs.append(evaluate_families(bundle, adapters[spec.id], sets, cfg))
-        rounds.append({"round": round_idx, **_mean_evaluation(evs), "rows": []})
+            stats = update.stats
+            owners.append(
+                {
+                    "client_id": spec.id,
+                    "r_pre": stats.r_pre,
+                    "r_post": stats.r_post,
+                    "acc_pre": stats.acc_pre,
+                    "acc_post": stats.acc_post,
+                    "all_equal_group_frac": stats.all_equal_group_frac,
+                    "delta_norm": delta_norm(update.delta),
+                    **_evaluation(evs[-1]),
+                }
+            )
+        rounds.append({"round": round_idx, **_mean_evaluation(evs), "rows": [], "owners": owners})
     return {"initial": _evaluation(initial), "rounds": rounds}
 
 

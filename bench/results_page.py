@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from bench import scenarios
+from bench import preconditions, scenarios
+from bench.results_plots import plots
 
 GOAL_MARGIN = 0.03  # FGRPO >= FedAvg + 3 points of macro accuracy
 GOAL_CENTRAL = 0.95  # FGRPO >= 0.95 x centralised
@@ -74,47 +75,56 @@ def _macro(arms: dict[str, dict[int, dict[str, Any]]], arm: str, seeds: list[int
     return [_final(arms[arm][s])["macro_accuracy"] for s in seeds]
 
 
+def _paired_line(label: str, arms: dict[str, Any], a: str, b: str, seeds: list[int]) -> str:
+    v, m, sd = verdict(_macro(arms, a, seeds), _macro(arms, b, seeds))
+    return f"- {label}: {m:+.3f} ± {sd:.3f} macro accuracy ({v}, paired over {len(seeds)} seeds)."
+
+
 def _goal_lines(scenario: str, arms: dict[str, dict[int, dict[str, Any]]], seeds: list[int]) -> list[str]:
     fg = _macro(arms, "fgrpo", seeds)
-    lines = []
     v, m, sd = verdict(fg, _macro(arms, "fedavg", seeds))
     met = "met" if m >= GOAL_MARGIN else "not met"
-    lines.append(
-        f"- FGRPO − FedAvg: {m:+.3f} ± {sd:.3f} macro accuracy ({v}); goal +{GOAL_MARGIN:.2f}: {met}."
-    )
+    lines = [f"- FGRPO − FedAvg: {m:+.3f} ± {sd:.3f} macro accuracy ({v}); goal +{GOAL_MARGIN:.2f}: {met}."]
+    pairs = [
+        ("FGRPO server_probe − FedAvg", "fgrpo-probe", "fedavg"),
+        ("FGRPO server_probe − FGRPO reported", "fgrpo-probe", "fgrpo"),
+        ("FGRPO (scale_start first_informative) − first_round", "fgrpo", "fgrpo:scale_start=first_round"),
+        ("variant gain_n informative − FedAvg", "fgrpo:gain_n=informative", "fedavg"),
+        ("variant server_probe + exclude − FedAvg", "fgrpo-probe:exclude", "fedavg"),
+        ("trimmed mean − FedAvg", "trimmed_mean", "fedavg"),
+        ("median − FedAvg", "median", "fedavg"),
+        ("reward − FGRPO (goal: reward worse)", "reward", "fgrpo"),
+        ("FGRPO − local-only", "fgrpo", "local"),
+        ("FedAvg − local-only", "fedavg", "local"),
+    ]
+    lines += [_paired_line(label, arms, a, b, seeds) for label, a, b in pairs if a in arms and b in arms]
     if "central" in arms:
-        central = _macro(arms, "central", seeds)
-        ratio = float(np.mean(fg)) / max(1e-9, float(np.mean(central)))
+        ratio = float(np.mean(fg)) / max(1e-9, float(np.mean(_macro(arms, "central", seeds))))
         met = "met" if ratio >= GOAL_CENTRAL else "not met"
         lines.append(f"- FGRPO / centralised: {ratio:.3f}; goal ≥ {GOAL_CENTRAL}: {met}.")
-    v, m, sd = verdict(_macro(arms, "reward", seeds), fg)
-    lines.append(f"- reward − FGRPO: {m:+.3f} ± {sd:.3f} ({v} for reward; goal: reward worse than FGRPO).")
-    if "fgrpo-probe" in arms:
-        v, m, sd = verdict(_macro(arms, "fgrpo-probe", seeds), fg)
-        lines.append(f"- FGRPO server_probe − FGRPO reported: {m:+.3f} ± {sd:.3f} ({v}).")
     return lines
 
 
+def _pair_cell(arms: dict[str, Any], a: str, b: str, seeds: list[int]) -> str:
+    if a not in arms or b not in arms:
+        return "not run"
+    v, m, sd = verdict(_macro(arms, a, seeds), _macro(arms, b, seeds))
+    return f"{m:+.3f} ± {sd:.3f}: {v}"
+
+
 def _summary_table(table: dict[str, Any], seeds: list[int]) -> list[str]:
-    """One line per scenario: the three goals, stated plainly."""
+    """One line per scenario: preconditions, federated − local-only, the paired differences."""
     lines = [
-        "| scenario | FGRPO macro | FedAvg macro | FGRPO − FedAvg (goal ≥ +0.03) | FGRPO / centralised (goal ≥ 0.95) "
-        "| reward − FGRPO (goal < 0) |",
-        "|---|---|---|---|---|---|",
+        "| scenario | preconditions; best federated − local-only (goal ≥ +0.03) | FGRPO macro | FedAvg macro "
+        "| FGRPO − FedAvg (goal ≥ +0.03) | FGRPO probe − FedAvg | median − FedAvg | reward − FGRPO (goal < 0) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for scenario, arms in table.items():
-        fg, fa = _macro(arms, "fgrpo", seeds), _macro(arms, "fedavg", seeds)
-        v1, m1, sd1 = verdict(fg, fa)
-        ratio = (
-            float(np.mean(fg)) / max(1e-9, float(np.mean(_macro(arms, "central", seeds))))
-            if "central" in arms
-            else float("nan")
-        )
-        v2, m2, sd2 = verdict(_macro(arms, "reward", seeds), fg)
         lines.append(
-            f"| {scenario} | {_ms(fg)} | {_ms(fa)} | {m1:+.3f} ± {sd1:.3f}: {v1}, goal {'met' if m1 >= GOAL_MARGIN else 'not met'} "
-            f"| {ratio:.2f}: {'met' if ratio >= GOAL_CENTRAL else 'not met'} "
-            f"| {m2:+.3f} ± {sd2:.3f}: {'met' if v2 == 'loss' else 'not met'} ({v2} for reward) |"
+            f"| {scenario} | {preconditions.status(scenario, arms, seeds)} | {_ms(_macro(arms, 'fgrpo', seeds))} "
+            f"| {_ms(_macro(arms, 'fedavg', seeds))} | {_pair_cell(arms, 'fgrpo', 'fedavg', seeds)} "
+            f"| {_pair_cell(arms, 'fgrpo-probe', 'fedavg', seeds)} | {_pair_cell(arms, 'median', 'fedavg', seeds)} "
+            f"| {_pair_cell(arms, 'reward', 'fgrpo', seeds)} |"
         )
     return lines
 
@@ -151,67 +161,11 @@ def _ablation_table(table: dict[str, Any], seeds: list[int]) -> list[str]:
     return lines
 
 
-def _plots(table: dict[str, Any], seeds: list[int], img_dir: Path, tag: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    img_dir.mkdir(parents=True, exist_ok=True)
-    names = list(table)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
-    for ax, scenario in zip(axes[0], names, strict=True):
-        for arm, by_seed in table[scenario].items():
-            if ":" in arm:
-                continue
-            curves = np.asarray(
-                [
-                    [by_seed[s]["initial"]["macro_accuracy"]]
-                    + [r["macro_accuracy"] for r in by_seed[s]["rounds"]]
-                    for s in seeds
-                ]
-            )
-            x = np.arange(curves.shape[1])
-            ax.plot(x, curves.mean(0), marker="o", label=arm)
-            ax.fill_between(x, curves.mean(0) - curves.std(0), curves.mean(0) + curves.std(0), alpha=0.12)
-        ax.set_title(scenario)
-        ax.set_xticks(x)  # rounds are whole numbers
-        ax.set_xlabel("round")
-        ax.set_ylabel("macro accuracy")
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    acc = img_dir / f"convergence-{tag}-accuracy.png"
-    fig.savefig(acc, dpi=90)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 5.6), squeeze=False)
-    for col, scenario in enumerate(names):
-        by_seed = table[scenario]["fgrpo"]
-        owners = sorted({r["client_id"] for r in by_seed[seeds[0]]["rounds"][0]["rows"]})
-        rounds = np.arange(1, len(by_seed[seeds[0]]["rounds"]) + 1)
-        for owner in owners:
-            for row, field in ((0, "gain"), (1, "weight")):
-                series = np.asarray(
-                    [
-                        [
-                            next(r[field] for r in rnd["rows"] if r["client_id"] == owner)
-                            for rnd in by_seed[s]["rounds"]
-                        ]
-                        for s in seeds
-                    ]
-                )
-                axes[row][col].plot(rounds, series.mean(0), marker="o", label=owner)
-                axes[row][col].set_ylabel(f"FGRPO {field}")
-        axes[0][col].set_title(scenario)
-        for row in (0, 1):
-            axes[row][col].set_xticks(rounds)
-        axes[1][col].set_xlabel("round")
-        axes[0][col].legend(fontsize=7)
-    fig.tight_layout()
-    gw = img_dir / f"convergence-{tag}-fgrpo-gains-weights.png"
-    fig.savefig(gw, dpi=90)
-    plt.close(fig)
-    return [acc.name, gw.name]
+def _scale_start(data: dict[str, Any]) -> str:
+    """The `fgrpo` arm's scale start; runs from before the field existed used first_round."""
+    if any(r["arm"] == "fgrpo:scale_start=first_round" for r in data["runs"]):
+        return "first_informative"  # that ablation arm exists since first_informative became the default
+    return "first_round (the default of that run)"
 
 
 def default_page(model: str) -> Path:
@@ -220,12 +174,15 @@ def default_page(model: str) -> Path:
     return docs / ("results.md" if model == "tiny" else f"results-{model}.md")
 
 
-def write_page(data: dict[str, Any], page: Path, json_path: Path) -> Path:
-    """docs/results.md (or ``page``): every table, the goals and the plots of one benchmark run."""
+def write_page(data: dict[str, Any], page: Path, json_path: Path, tag: str | None = None) -> Path:
+    """docs/results.md (or ``page``): every table, the goals and the plots of one benchmark run.
+
+    ``tag`` names the plots (default: the model, '-quick'); two pages of one model need two tags.
+    """
     table = _runs(data)
     seeds = data["seeds"]
-    tag = f"{data['model']}{'-quick' if data['quick'] else ''}"
-    images = _plots(table, seeds, page.parent / "img", tag)
+    tag = tag or f"{data['model']}{'-quick' if data['quick'] else ''}"
+    images = plots(table, seeds, page.parent / "img", tag)
     rel_json = os.path.relpath(json_path, page.parent)
     b = data["budget"]
     chosen = b.get("chosen") or scenarios.BUDGETS["quick" if data["quick"] else data["model"]].chosen
@@ -234,14 +191,14 @@ def write_page(data: dict[str, Any], page: Path, json_path: Path) -> Path:
     added_runs = {(s, arm) for extra in added for s in extra["scenarios"] for arm in extra["arms"]}
     first_runs = [r for r in data["runs"] if (r["scenario"], r["arm"]) not in added_runs]
     first_scenarios = [s for s in data["scenarios"] if any(r["scenario"] == s for r in first_runs)]
+    ablation_arms = {a.name for a in scenarios.ABLATION_ARMS} | {"fgrpo:scale_start=first_informative"}
     flags = (
         f"{' --quick' if data['quick'] else ''}"
         f"{' --scenarios ' + ' '.join(first_scenarios) if first_scenarios != list(scenarios.SCENARIOS) else ''}"
-        f"{' --ablation' if any(':' in r['arm'] for r in first_runs) else ''}"
+        f"{' --ablation' if any(r['arm'] in ablation_arms for r in first_runs) else ''}"
     )
     later = "".join(
-        f" Added later: `{extra['flags']}` "
-        f"({extra['wall_time_s'] / 60:.1f} min; {extra['note']})."
+        f" Added later: `{extra['flags']}` ({extra['wall_time_s'] / 60:.1f} min; {extra['note']})."
         for extra in added
     )
     lines = [
@@ -252,7 +209,8 @@ def write_page(data: dict[str, Any], page: Path, json_path: Path) -> Path:
         f"processes); raw numbers: [`{json_path.name}`]({rel_json}).{later}",
         f"Seeds {seeds} (evaluation); the budget ({b['rounds']} rounds × {b['local_steps']} local GRPO steps, "
         f"{b['n_train']} training prompts per owner, {b['eval_per_family']} evaluation prompts per family): "
-        f"{chosen}. FGRPO's constants are SPEC §2's defaults, not tuned.",
+        f"{chosen}. FGRPO's constants are SPEC §2's defaults (`fgrpo` arm: scale_start {_scale_start(data)}), "
+        f"not tuned; tuning seed {data.get('tuning_seed', 0)} is never an evaluation seed.",
         "Cells are mean ± sample standard deviation over seeds after the last round; accuracy is greedy exact "
         "match on the global held-out set; rewards are each family's own reward. A verdict is a paired "
         "comparison over seeds: win or loss when the mean difference exceeds one standard deviation of the "
@@ -274,6 +232,10 @@ def write_page(data: dict[str, Any], page: Path, json_path: Path) -> Path:
             "",
             *_scenario_table(scenario, arms, seeds),
             "",
+            "Preconditions (bench/preconditions.py):",
+            "",
+            *preconditions.lines(scenario, arms, seeds),
+            "",
             *_goal_lines(scenario, arms, seeds),
         ]
         lines += [
@@ -293,7 +255,8 @@ def write_page(data: dict[str, Any], page: Path, json_path: Path) -> Path:
         "- [Communication and aggregation throughput](../bench/results/comm.md) (`bench/comm.py`)",
         "- [Distributed against embedded](../bench/results/distributed.md) (`bench/distributed.py`)",
         "- Client trainer step time: `bench/results/step-time-*.json` (`bench/step_time.py`)",
-        "- Both model sizes: [tiny](results.md), [SmolLM2-135M](results-smollm2.md)",
+        "- Both model sizes: [tiny](results.md), [SmolLM2-135M](results-smollm2.md); the four earlier tiny "
+        "scenarios (3 seeds, scale_start first_round): [results-tiny-four-scenarios.md](results-tiny-four-scenarios.md)",
         "- [Fault and attack suite](faults.md)",
         "",
     ]

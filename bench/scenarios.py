@@ -2,7 +2,18 @@
 
 Each scenario is a set of data owners whose tasks differ (SPEC §2 explains why `disjoint` alone
 cannot separate the strategies). Each arm is a strategy (an `aggregation:` override) or one of
-the two references (`local`, `central`, run by bench/references.py).
+the two references (`local`, `central`, run by bench/references.py). What each scenario must
+build before it tests anything is measured by bench/preconditions.py.
+
+- `silent`: 5 owners; 2 hold problems with 3-digit answers scored by exact match {0, 1} with no format
+  term, which the tiny model cannot yet solve, so their GRPO groups are all-equal and their
+  deltas (near-)zero. FedAvg averages those zeros in (dilution); gain weighting need not. Their
+  prompts are local datasets (JSONL, as a user brings them) tagged with the one-digit family of
+  the same operation (its public probes serve server_probe): a two-digit family in
+  data.families would enter the tiny model's supervised warm-up and the base model would differ.
+- `mislabelled`: 4 owners; one holds add1 prompts whose labels are all off by one
+  (bench/mislabel.py): its own reward can rise while add1's true accuracy falls. Reported
+  gains credit it; `server_probe` (true reward on public probes) should push it out.
 
 Model sizes:
 - `tiny`: the random-init character model of the tests, warmed up on add1/mul1/sub1. Its
@@ -15,11 +26,34 @@ Model sizes:
 from __future__ import annotations
 
 import copy
+import json
+import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 Model = Literal["tiny", "smollm2"]
-SCENARIOS = ("disjoint", "unequal", "harmful", "loud")
+MISLABELLED_REWARD = "bench.mislabel:off_by_one"
+SCENARIOS = ("disjoint", "unequal", "harmful", "loud", "silent", "mislabelled")
+# Silent owners' problems: every answer has 3 digits, which the tiny model (warmed up on answers
+# of at most 2 digits) never writes, so every GRPO group is all-0. The one-digit tag names the
+# public probe family of the same operation. Not silent enough, so replaced: any two-digit sums
+# and differences (6% of groups had a correct answer and AdamW turned those into full-size
+# steps: delta norms 0.49 of the learners', 5 evaluation seeds), and two-digit sums >= 100
+# (tuning seed 0: one owner still had 10% informative groups, norms 0.18).
+SILENT_FAMILIES = {"add3": "add1", "sub3": "sub1"}
+
+
+def _silent_example(family: str, rng: random.Random) -> dict[str, Any]:
+    if family == "add3":  # three-digit operands
+        a, b = rng.randint(100, 499), rng.randint(100, 499)
+    else:  # three-digit difference
+        a = rng.randint(300, 999)
+        b = rng.randint(100, a - 100)
+        return {"question": f"{a}-{b}", "answer": a - b, "family": SILENT_FAMILIES[family]}
+    return {"question": f"{a}+{b}", "answer": a + b, "family": SILENT_FAMILIES[family]}
+
+
 REFERENCES = ("local", "central")
 
 
@@ -68,8 +102,23 @@ STRATEGY_ARMS = (
     Arm("fgrpo", "strategy", {"strategy": "fgrpo"}),
     Arm("fedavg", "strategy", {"strategy": "fedavg"}),
     Arm("reward", "strategy", {"strategy": "reward"}),
+    Arm("trimmed_mean", "strategy", {"strategy": "trimmed_mean", "trim_fraction": 0.25}),
+    Arm("median", "strategy", {"strategy": "median"}),
 )
 PROBE_ARM = Arm("fgrpo-probe", "strategy", {"strategy": "fgrpo", "gain_source": "server_probe"})
+# The rule before SPEC §2 made first_informative the default: a silent first round seeds s_k at the floor.
+FIRST_ROUND_ARM = Arm(
+    "fgrpo:scale_start=first_round", "strategy", {"strategy": "fgrpo", "scale_start": "first_round"}
+)
+# Two variants of the rule, written down with their reasons in docs/algorithm.md before they ran.
+VARIANT_ARMS = (
+    Arm("fgrpo:gain_n=informative", "strategy", {"strategy": "fgrpo", "gain_n": "informative"}),
+    Arm(
+        "fgrpo-probe:exclude",
+        "strategy",
+        {"strategy": "fgrpo", "gain_source": "server_probe", "negative_gain": "exclude"},
+    ),
+)
 REFERENCE_ARMS = (Arm("local", "local"), Arm("central", "central"))
 ABLATION_ARMS = (
     Arm("fgrpo:scale=std", "strategy", {"strategy": "fgrpo", "gain_scale": "std"}),
@@ -81,11 +130,6 @@ ABLATION_ARMS = (
     ),
     Arm("fgrpo:tau=0.5", "strategy", {"strategy": "fgrpo", "tau": 0.5}),
     Arm("fgrpo:tau=2", "strategy", {"strategy": "fgrpo", "tau": 2.0}),
-    Arm(
-        "fgrpo:scale_start=first_informative",
-        "strategy",
-        {"strategy": "fgrpo", "scale_start": "first_informative"},
-    ),
     # The benchmark keeps the library's weight_cap 1; the shipped configs use 0.5. A cap of 0.5
     # needs min_clients >= 2 (config check); all 3 owners deliver every round, so nothing else moves.
     Arm("fgrpo:weight_cap=0.5", "strategy", {"strategy": "fgrpo", "weight_cap": 0.5}, {"min_clients": 2}),
@@ -93,10 +137,8 @@ ABLATION_ARMS = (
 
 
 def arms_for(scenario: str, references: bool, ablation: bool) -> list[Arm]:
-    """The arms run on ``scenario``: the three strategies, server_probe where it matters, refs."""
-    arms = list(STRATEGY_ARMS)
-    if scenario == "harmful":
-        arms.append(PROBE_ARM)
+    """The strategies, server_probe and the first_round start everywhere, references, ablation."""
+    arms = [*STRATEGY_ARMS, PROBE_ARM, FIRST_ROUND_ARM, *VARIANT_ARMS]
     if references:
         arms.extend(REFERENCE_ARMS)
     if ablation:
@@ -108,7 +150,30 @@ def _families(model: Model) -> list[str]:
     return ["add1", "mul1", "sub1"] if model == "tiny" else ["add1", "mul1", "add2"]
 
 
-def _clients(scenario: str, model: Model, budget: Budget) -> list[dict[str, Any]]:
+def silent_data_path(out: str, family: str, seed: int) -> str:
+    return str(Path(out) / "data" / f"silent-{family}-s{seed}.jsonl")
+
+
+def write_local_datasets(cfg: dict[str, Any]) -> list[Path]:
+    """Write the JSONL files a config's silent owners read (deterministic per seed; idempotent)."""
+    written = []
+    for client in cfg["clients"]:
+        if not client["id"].startswith("silent-"):
+            continue
+        family = client["id"].removeprefix("silent-")
+        rng = random.Random(f"{cfg['seed']}/{family}")
+        count = client["n_train"] + client["n_val"]
+        rows = [_silent_example(family, rng) for _ in range(count)]
+        path = Path(client["data_path"])
+        text = "".join(json.dumps(row) + "\n" for row in rows)
+        if not path.is_file() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        written.append(path)
+    return written
+
+
+def _clients(scenario: str, model: Model, budget: Budget, out: str, seed: int) -> list[dict[str, Any]]:
     """One owner per family; the scenario changes one owner."""
     easy, partial, hard = _families(model)
     n, v = budget.n_train, budget.n_val
@@ -126,6 +191,30 @@ def _clients(scenario: str, model: Model, budget: Budget) -> list[dict[str, Any]
     elif scenario == "loud":
         # Rewards 100x larger; with scale_rewards 'none' (below) its advantages are 100x too.
         owners[1] = {**owners[1], "id": f"loud-{partial}", "reward_scale": 100.0}
+    elif scenario == "silent":
+        # Exact match, no format term: a model that always fails scores a constant 0 (SPEC §2).
+        owners += [
+            {
+                "id": f"silent-{family}",
+                "families": [tag],
+                "n_train": n,
+                "n_val": v,
+                "reward": "exact",
+                "data_path": silent_data_path(out, family, seed),
+            }
+            for family, tag in SILENT_FAMILIES.items()
+        ]
+    elif scenario == "mislabelled":
+        # A fourth owner on the easy family whose every label is off by one.
+        owners.append(
+            {
+                "id": f"wrong-{easy}",
+                "families": [easy],
+                "n_train": n,
+                "n_val": v,
+                "reward": MISLABELLED_REWARD,
+            }
+        )
     return owners
 
 
@@ -163,7 +252,7 @@ def base_config(
             "probe_per_family": 32,
             "seed": seed,
         },
-        "clients": _clients(scenario, model, budget),
+        "clients": _clients(scenario, model, budget, out, seed),
         "aggregation": {"strategy": "fgrpo"},
         "evaluation": {"max_new_tokens": completion, "batch_size": 64 if tiny else 24},
         "federation": {"rounds": budget.rounds, "min_clients": 1},

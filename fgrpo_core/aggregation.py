@@ -1,5 +1,7 @@
 """Aggregation: client weights (fedavg, reward, fgrpo), the weighted delta sum, norm screening.
 
+The coordinate-wise rules (median, trimmed_mean) and ``apply_round`` are in robust.py.
+
 Read next to SPEC §2; a client's gain and personal statistics are in gains.py. The FGRPO idea
 (weight clients by their relative performance gain against a personalised historical baseline)
 is from "FGRPO: Federated GRPO with Adaptive Aggregation on Non-IID Data" (arXiv 2606.03094);
@@ -30,9 +32,8 @@ _SUM_TOLERANCE = 1e-9
 def accumulation_error_factor(clients: int) -> float:
     """Relative float32 rounding budget of ``aggregate_deltas`` with K clients: (3K + 2) * 2**-24.
 
-    Per client, the float32 weight ``eta * w_k``, its product with the delta and the sum round
-    once each; 2 more for slack. An element's bound is this factor times
-    ``|theta| + eta * sum_k w_k |delta_k|`` (every partial sum is below that).
+    Per client, the weight ``eta * w_k``, its product with the delta and the sum round once each;
+    2 more for slack. Bound of an element: this times ``|theta| + eta * sum_k w_k |delta_k|``.
     """
     return (3 * clients + 2) * 2.0**-24
 
@@ -51,12 +52,9 @@ def fedavg_weights(
 def reward_weights(
     stats: Sequence[ClientStats], gains: np.ndarray, settings: AggregationSettings
 ) -> np.ndarray:
-    """w_k ~ n_k * (r_post_k - min_r), min_r = the lowest reward_lo of the round.
+    """w_k ~ n_k * (r_post_k - min_r), min_r = the lowest reward_lo (raw scales: the naive rule).
 
-    One common shift for everyone, so raw reward scales are compared as they are: that is the
-    naive rule FGRPO fixes (it favours the loudest scale and the easiest task). Rewards below
-    min_r count as 0; if every product is 0, fall back to fedavg.
-    """
+    Below min_r counts as 0; all 0: fedavg."""
     min_r = min(s.reward_lo for s in stats)
     n = np.array([s.n_k for s in stats], dtype=np.float64)
     excess = np.array([max(0.0, s.r_post - min_r) for s in stats], dtype=np.float64)
@@ -69,13 +67,27 @@ def reward_weights(
 def fgrpo_weights(
     stats: Sequence[ClientStats], gains: np.ndarray, settings: AggregationSettings
 ) -> np.ndarray:
-    """u_k = n_k**lam * exp(clip(g_k, -gain_clip, gain_clip) / tau); w = (1-mu) u/sum u + mu/K."""
+    """u_k = n_k**lam * exp(clip(g_k, -gain_clip, gain_clip) / tau); w = (1-mu) u/sum u + mu/K.
+
+    Variants gain_n 'informative' and negative_gain 'exclude': docs/algorithm.md."""
     n = np.array([s.n_k for s in stats], dtype=np.float64)
+    if settings.gain_n == "informative":
+        n = n * np.array([1.0 - s.all_equal_group_frac for s in stats])
+    keep = gains >= 0 if settings.negative_gain == "exclude" and (gains >= 0).any() else gains == gains
     clipped = np.clip(gains, -settings.gain_clip, settings.gain_clip)
-    log_u = settings.lam * np.log(n) + clipped / settings.tau
+    with np.errstate(divide="ignore"):
+        log_u = np.where(keep & (n > 0), settings.lam * np.log(n) + clipped / settings.tau, -np.inf)
+    if not np.isfinite(log_u).any():
+        log_u = np.where(keep, 0.0, -np.inf)  # nothing informative among the kept: equal shares
     u = np.exp(log_u - log_u.max())  # subtract the max: no overflow, same ratios
-    k = len(stats)
-    return (1.0 - settings.mu) * u / u.sum() + settings.mu / k
+    return (1.0 - settings.mu) * u / u.sum() + settings.mu * keep / keep.sum()
+
+
+def uniform_weights(
+    stats: Sequence[ClientStats], gains: np.ndarray, settings: AggregationSettings
+) -> np.ndarray:
+    """1/K: the logged weights of a coordinate-wise rule (robust.py), which weights no client."""
+    return np.full(len(stats), 1.0 / len(stats), dtype=np.float64)
 
 
 WeightRule = Callable[[Sequence[ClientStats], np.ndarray, AggregationSettings], np.ndarray]
@@ -83,6 +95,8 @@ STRATEGIES: dict[str, WeightRule] = {
     "fedavg": fedavg_weights,
     "reward": reward_weights,
     "fgrpo": fgrpo_weights,
+    "trimmed_mean": uniform_weights,
+    "median": uniform_weights,
 }
 
 
@@ -139,9 +153,7 @@ def compute_weights(
 ) -> tuple[list[ClientWeight], ServerState]:
     """One ClientWeight row per client (input order) and the new state (``round`` unchanged).
 
-    Every strategy computes the FGRPO gain and updates the personal statistics the same way, so
-    they are logged for fedavg too and the strategy can change mid-experiment. Clients absent
-    from ``stats`` keep their history.
+    Every strategy computes (and logs) the FGRPO gain and statistics; absent clients keep theirs.
     """
     _check_round(stats)
     # None marks a client's first round.
@@ -189,14 +201,9 @@ def aggregate_deltas(
 ) -> Adapter:
     """theta + eta * sum_k w_k delta_k in float32, clients added in sorted id order (deterministic).
 
-    Keys and shapes of every delta are checked first, so nothing broadcasts. Per key, the
-    result starts as ``theta + eta*w_1*delta_1`` and each further client is one fused in-place
-    multiply-add (``add_(delta, alpha=eta*w)``) in float32. Against the exact value (e.g.
-    numpy's float64 weighted average), each element is within ``accumulation_error_factor(K) *
-    (|theta| + eta * sum_k w_k |delta_k|)``: a few float32 roundings per client, far below what
-    the bf16 (2**-9 relative) and int8 (max|delta|/254) encodings already allow. Accumulating
-    in float64 (as before) rounded only once, but converted every element of every delta to
-    float64 and ran 2-3x slower (bench/comm.py).
+    Keys and shapes are checked first (nothing broadcasts). Per key: ``theta + eta*w_1*delta_1``,
+    then one fused in-place ``add_(delta, alpha=eta*w)`` per client; each element is within
+    ``accumulation_error_factor(K) * (|theta| + eta * sum_k w_k |delta_k|)`` of the exact value.
 
     ``separate`` averages A and B independently (FlowerTune, FedIT): the average of B_k·A_k is
     not the product of the averages. ``freeze_a`` (FFA-LoRA) requires every ``lora_A`` delta to

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from fgrpo_core import rewards
-from fgrpo_core.aggregation import aggregate_deltas, compute_weights, screen_norms
+from fgrpo_core.aggregation import compute_weights, screen_norms
 from fgrpo_core.client_rewards import client_reward, family_dispatch
 from fgrpo_core.config import ClientSpec, ExperimentConfig
 from fgrpo_core.deltas import apply_delta, subtract
@@ -22,6 +22,7 @@ from fgrpo_core.evaluate import evaluate
 from fgrpo_core.families import Example, get_family
 from fgrpo_core.models import ModelBundle, set_adapter
 from fgrpo_core.partition import ClientData, client_data
+from fgrpo_core.robust import apply_round
 from fgrpo_core.trainer import train_client
 from fgrpo_core.types import Adapter, ClientStats, FamilyScore, GlobalEval, RoundRow, ServerState
 from fgrpo_core.update_checks import check_update
@@ -214,7 +215,7 @@ def aggregate_round(
         )
     weight_rows, new_state = compute_weights(stats, state, agg)
     weights = {r.client_id: r.weight for r in weight_rows}
-    new_adapter = aggregate_deltas(global_adapter, kept, weights, agg.server_lr, agg.lora_aggregation)
+    new_adapter = apply_round(global_adapter, kept, weights, agg)  # weighted sum, or median/trimmed mean
     new_state = new_state.model_copy(update={"round": round_idx})
 
     sizes = dict(delta_bytes or {})

@@ -74,15 +74,16 @@ def updated_history(
 ) -> ClientHistory:
     """b_k <- beta b_k + (1-beta) r_post; s_k <- beta s_k + (1-beta) obs (first round: b=r_pre, s=obs).
 
-    With scale_start 'first_informative', s_k starts at the first observation above the floor
-    and later observations at or below it leave s_k unchanged.
+    With scale_start 'first_informative' (the default), s_k starts at the first observation above
+    the floor and later observations at or below it leave s_k unchanged; with 'first_round' it
+    starts at the first observation whatever it is.
     """
     beta = settings.baseline_beta
     observation = observed_scale(stats, settings)
     baseline = stats.r_pre if history is None else history.baseline
     rounds_seen = 0 if history is None else history.rounds_seen
     if history is None or not _has_scale(history, stats, settings):
-        scale = observation  # the EMA starts here (SPEC §2: at the first round)
+        scale = observation  # the EMA starts here (or restarts while nothing informative was seen)
     elif settings.scale_start == "first_informative" and observation <= scale_floor(stats, settings):
         scale = history.scale  # a degenerate round says nothing about the noise level
     else:

@@ -130,7 +130,12 @@ class DataSettings(_Strict):
 class AggregationSettings(_Strict):
     """How the coordinator combines client deltas (SPEC §2, §5)."""
 
-    strategy: Literal["fedavg", "reward", "fgrpo"] = Field("fgrpo", description="Weighting rule.")
+    strategy: Literal["fedavg", "reward", "fgrpo", "trimmed_mean", "median"] = Field(
+        "fgrpo", description="Weighting rule; 'trimmed_mean', 'median': coordinate-wise (robust.py)."
+    )
+    trim_fraction: float = Field(
+        0.2, ge=0.0, lt=0.5, description="trimmed_mean: floor(this x K) cut per end."
+    )
     server_lr: float = Field(1.0, gt=0.0, description="eta: theta += eta * sum_k w_k delta_k.")
     baseline_beta: float = Field(
         0.7, ge=0.0, lt=1.0, description="EMA factor of the personal baseline b_k and scale s_k."
@@ -150,11 +155,15 @@ class AggregationSettings(_Strict):
         1e-3, gt=0.0, description="scale_floor = this fraction of the client's reward range."
     )
     scale_start: Literal["first_round", "first_informative"] = Field(
-        "first_round",
-        description="Where the EMA of s_k starts: at the client's first round ('first_round', SPEC "
-        "§2), or at its first round whose observed scale exceeds scale_floor ('first_informative': a "
-        "round in which no answer changed measures no noise level, so it neither seeds s_k at the "
-        "floor nor pulls s_k toward 0; until then the gain uses the round's own scale).",
+        "first_informative",
+        description="Where s_k's EMA starts (SPEC §2): at the first round whose scale exceeds the floor, or "
+        "'first_round'. A round with no changed answer neither seeds s_k nor pulls it toward 0.",
+    )
+    gain_n: Literal["n_k", "informative"] = Field(
+        "n_k", description="n_k in u_k, or 'informative': n_k x (1 - all_equal_group_frac) (algorithm.md)."
+    )
+    negative_gain: Literal["down_weight", "exclude"] = Field(
+        "down_weight", description="'exclude': weight 0 for a negative gain, unless all are (algorithm.md)."
     )
     weight_cap: float = Field(
         1.0, gt=0.0, le=1.0, description="Maximum weight of one client (excess is redistributed)."

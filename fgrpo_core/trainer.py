@@ -52,6 +52,17 @@ class _RolloutTally:
     prompt_indices: set[int] = field(default_factory=set)
     completion_tokens: int = 0
     rewards: list[float] = field(default_factory=list)
+    groups: int = 0
+    all_equal_groups: int = 0  # groups with one reward for every completion: zero advantage
+
+    def count_groups(self, prompt_index: Sequence[int], rewards: Sequence[float], size: int) -> None:
+        """Tally GRPO groups: TRL's sampler yields each prompt ``size`` times in a row."""
+        for start in range(0, len(rewards), size):
+            group = rewards[start : start + size]
+            if len(set(prompt_index[start : start + size])) != 1:
+                raise TaskError(f"a reward batch does not hold whole groups of {size}: {prompt_index}")
+            self.groups += 1
+            self.all_equal_groups += int(max(group) - min(group) <= 1e-12)
 
 
 class _RewardLogCallback(TrainerCallback):
@@ -79,9 +90,13 @@ class _RewardLogCallback(TrainerCallback):
 
 
 def _tracked_reward(
-    reward_fn: RewardFn, tally: _RolloutTally, floor: float, examples: Sequence[Example] = ()
+    reward_fn: RewardFn,
+    tally: _RolloutTally,
+    floor: float,
+    group_size: int,
+    examples: Sequence[Example] = (),
 ) -> RewardFn:
-    """``reward_fn`` for TRL, plus a tally of prompts used and tokens generated.
+    """``reward_fn`` for TRL, plus a tally of prompts, tokens and all-equal groups.
 
     With ``examples`` (the client's training prompts), a completion of a prompt given as chat
     messages reaches the reward as messages, as TRL would pass it.
@@ -94,7 +109,9 @@ def _tracked_reward(
         rewards = reward_fn(completions=completions, **kwargs)
         tally.prompt_indices.update(int(i) for i in kwargs["prompt_index"])
         tally.completion_tokens += sum(len(ids) for ids in kwargs["completion_ids"])
-        tally.rewards.extend(floor if r is None else float(r) for r in rewards)
+        scored = [floor if r is None else float(r) for r in rewards]
+        tally.rewards.extend(scored)
+        tally.count_groups([int(i) for i in kwargs["prompt_index"]], scored, group_size)
         return rewards
 
     # TRL logs each reward function under its __name__.
@@ -204,7 +221,7 @@ def train_client(
         # The adapter is already attached: pass the PeftModel itself and no peft_config, so TRL
         # trains it in place instead of wrapping a second adapter.
         model=bundle.model,
-        reward_funcs=[_tracked_reward(reward_fn, tally, reward_range[0], data.train)],
+        reward_funcs=[_tracked_reward(reward_fn, tally, reward_range[0], grpo.num_generations, data.train)],
         args=grpo_config(grpo, seed, run_dir, use_cpu=bundle.device.type == "cpu"),
         train_dataset=Dataset.from_dict(_prompt_rows(bundle, data, grpo, seed)),
         processing_class=bundle.tokenizer,
@@ -248,5 +265,6 @@ def train_client(
         )
         + pre.out_of_range
         + post.out_of_range,
+        all_equal_group_frac=tally.all_equal_groups / tally.groups if tally.groups else 0.0,
     )
     return TrainResult(adapter=get_adapter(bundle.model), stats=stats, reward_log=callback.log)

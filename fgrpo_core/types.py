@@ -35,6 +35,13 @@ class ClientStats(BaseModel):
     rewards_out_of_range: int = Field(
         0, ge=0, description="Rewards (training and validation) seen outside [reward_lo, reward_hi]."
     )
+    all_equal_group_frac: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of the local steps' GRPO groups whose rewards were all equal (zero "
+        "advantage: they teach nothing); 1.0 means the client's round trained on nothing.",
+    )
 
 
 class ClientHistory(BaseModel):

@@ -1,4 +1,4 @@
-"""Aggregation: weights against independent numpy references, SPEC §2 invariants, LoRA products."""
+"""Aggregation weights against independent numpy references, and the server state by hand."""
 
 from __future__ import annotations
 
@@ -6,106 +6,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from fgrpo_core.aggregation import (
-    accumulation_error_factor,
-    aggregate_deltas,
-    compute_weights,
-    screen_norms,
-)
+from fgrpo_core.aggregation import compute_weights
 from fgrpo_core.config import AggregationSettings
-from fgrpo_core.deltas import delta_norm
 from fgrpo_core.errors import AggregationError
-from fgrpo_core.types import Adapter, ClientHistory, ClientStats, ServerState
-
-PREFIX = "base_model.model.model.layers.{layer}.self_attn.{module}.lora_{ab}.weight"
-Q_A = PREFIX.format(layer=0, module="q_proj", ab="A")
-Q_B = PREFIX.format(layer=0, module="q_proj", ab="B")
-FAST = settings(max_examples=40, deadline=None)
-
-
-def make_adapter(seed: int, rank: int = 4, hidden: int = 16, layers: int = 1) -> Adapter:
-    generator = torch.Generator().manual_seed(seed)
-    adapter: Adapter = {}
-    for layer in range(layers):
-        for module in ("q_proj", "v_proj"):
-            adapter[PREFIX.format(layer=layer, module=module, ab="A")] = torch.randn(
-                rank, hidden, generator=generator
-            )
-            adapter[PREFIX.format(layer=layer, module=module, ab="B")] = torch.randn(
-                hidden, rank, generator=generator
-            )
-    return adapter
-
-
-def make_stats(client_id: str, **overrides: Any) -> ClientStats:
-    values: dict[str, Any] = {
-        "client_id": client_id,
-        "round": 0,
-        "n_k": 32,
-        "r_pre": 0.4,
-        "r_post": 0.5,
-        "sigma": 0.3,
-        "sigma_diff": 0.2,
-        "m": 16,
-        "reward_lo": 0.0,
-        "reward_hi": 1.0,
-    }
-    values.update(overrides)
-    return ClientStats(**values)
-
-
-def reference_fgrpo(
-    stats: list[ClientStats], cfg: AggregationSettings, state: ServerState
-) -> tuple[np.ndarray, np.ndarray]:
-    """Straight numpy transcription of SPEC §2: (gains, weights)."""
-    n = np.array([s.n_k for s in stats], dtype=float)
-    r_pre = np.array([s.r_pre for s in stats])
-    r_post = np.array([s.r_post for s in stats])
-    if cfg.gain_scale == "stderr":
-        observed = np.array([s.sigma_diff / np.sqrt(s.m) for s in stats])
-    else:
-        observed = np.array([s.sigma for s in stats])
-    known = [s.client_id in state.clients for s in stats]
-    b = np.array(
-        [state.clients[s.client_id].baseline if k else s.r_pre for s, k in zip(stats, known, strict=True)]
-    )
-    s_prev = np.array(
-        [state.clients[s.client_id].scale if k else o for s, k, o in zip(stats, known, observed, strict=True)]
-    )
-    floor = cfg.scale_floor_frac * np.array([s.reward_hi - s.reward_lo for s in stats])
-    ref = r_pre if cfg.gain_reference == "round_start" else b
-    g = (r_post - ref) / np.maximum(s_prev, floor)
-    g = np.sign(g) * np.maximum(0.0, np.abs(g) - cfg.gain_deadzone)
-    u = n**cfg.lam * np.exp(np.clip(g, -cfg.gain_clip, cfg.gain_clip) / cfg.tau)
-    return g, (1 - cfg.mu) * u / u.sum() + cfg.mu / len(stats)
-
-
-@st.composite
-def client_stats(draw: st.DrawFn, client_id: str) -> ClientStats:
-    lo = draw(st.floats(-2.0, 2.0))
-    width = draw(st.floats(0.5, 10.0))
-    return make_stats(
-        client_id,
-        n_k=draw(st.integers(1, 200)),
-        r_pre=lo + width * draw(st.floats(0.0, 1.0)),
-        r_post=lo + width * draw(st.floats(0.0, 1.0)),
-        sigma=width * draw(st.floats(0.0, 0.5)),
-        sigma_diff=width * draw(st.floats(0.0, 1.0)),
-        m=draw(st.integers(1, 64)),
-        reward_lo=lo,
-        reward_hi=lo + width,
-    )
-
-
-@st.composite
-def rounds(draw: st.DrawFn, min_clients: int = 2) -> list[ClientStats]:
-    k = draw(st.integers(min_clients, 5))
-    return [draw(client_stats(f"c{i}")) for i in range(k)]
-
+from fgrpo_core.types import ClientHistory, ClientStats, ServerState
+from tests.aggregation_helpers import make_stats, reference_fgrpo
 
 # --- weights against references ------------------------------------------------------------------
 
@@ -139,9 +45,10 @@ def test_reward_weights_shift_by_lowest_range_and_fall_back_to_fedavg() -> None:
         {},
         {"gain_deadzone": 0.0, "tau": 2.0, "lam": 0.5, "mu": 0.3},
         {"gain_reference": "history", "gain_scale": "std"},
+        {"scale_start": "first_round"},
     ],
 )
-def test_fgrpo_weights_match_numpy_reference_over_two_rounds(overrides: dict[str, Any]) -> None:
+def test_fgrpo_weights_match_numpy_reference_over_three_rounds(overrides: dict[str, Any]) -> None:
     # Prepare
     cfg = AggregationSettings(strategy="fgrpo", **overrides)
     round_1 = [
@@ -154,8 +61,13 @@ def test_fgrpo_weights_match_numpy_reference_over_two_rounds(overrides: dict[str
         make_stats("c", n_k=10, r_pre=0.45, r_post=0.2, sigma_diff=0.3, reward_lo=-1.0),
         make_stats("d", n_k=25, r_pre=0.0, r_post=0.0, sigma_diff=0.0, sigma=0.0),
     ]
+    # "d" was silent in round 2: its first informative round
+    round_3 = [
+        make_stats("a", n_k=20, r_pre=0.6, r_post=0.55, sigma_diff=0.2),
+        make_stats("d", n_k=25, r_pre=0.0, r_post=0.25, sigma_diff=0.4, sigma=0.1),
+    ]
     state = ServerState()
-    for stats in (round_1, round_2):
+    for stats in (round_1, round_2, round_3):
         expected_gains, expected_weights = reference_fgrpo(stats, cfg, state)
         # Execute
         rows, state = compute_weights(stats, state, cfg)
@@ -174,158 +86,6 @@ def test_hard_task_improvement_outweighs_staying_high_on_an_easy_task() -> None:
     # Assert: fgrpo follows progress; raw reward weighting follows the easy task
     assert fgrpo_rows[0].weight > fgrpo_rows[1].weight
     assert reward_rows[0].weight < reward_rows[1].weight
-
-
-# --- properties ----------------------------------------------------------------------------------
-
-
-@FAST
-@given(stats=rounds(), data=st.data(), strategy=st.sampled_from(["fedavg", "reward", "fgrpo"]))
-def test_client_order_does_not_matter(stats: list[ClientStats], data: st.DataObject, strategy: str) -> None:
-    # Prepare
-    cfg = AggregationSettings(strategy=strategy)  # type: ignore[arg-type]
-    shuffled = data.draw(st.permutations(stats))
-    global_adapter = make_adapter(0)
-    deltas = {s.client_id: make_adapter(i + 1) for i, s in enumerate(stats)}
-    shuffled_deltas = {s.client_id: deltas[s.client_id] for s in shuffled}
-    # Execute
-    rows, _ = compute_weights(stats, ServerState(), cfg)
-    shuffled_rows, _ = compute_weights(shuffled, ServerState(), cfg)
-    weights = {r.client_id: r.weight for r in rows}
-    shuffled_weights = {r.client_id: r.weight for r in shuffled_rows}
-    merged = aggregate_deltas(global_adapter, deltas, weights, 1.0, "separate")
-    shuffled_merged = aggregate_deltas(global_adapter, shuffled_deltas, shuffled_weights, 1.0, "separate")
-    # Assert
-    assert weights == pytest.approx(shuffled_weights, abs=1e-6)
-    for key in global_adapter:
-        torch.testing.assert_close(merged[key], shuffled_merged[key], rtol=0, atol=1e-6)
-
-
-@FAST
-@given(stats=rounds(), server_lr=st.floats(0.1, 2.0), seed=st.integers(0, 1000))
-def test_identical_deltas_aggregate_to_themselves(
-    stats: list[ClientStats], server_lr: float, seed: int
-) -> None:
-    # Prepare
-    global_adapter, delta = make_adapter(seed), make_adapter(seed + 1)
-    rows, _ = compute_weights(stats, ServerState(), AggregationSettings())
-    weights = {r.client_id: r.weight for r in rows}
-    # Execute
-    merged = aggregate_deltas(global_adapter, dict.fromkeys(weights, delta), weights, server_lr, "separate")
-    # Assert
-    for key in global_adapter:
-        torch.testing.assert_close(
-            merged[key], global_adapter[key] + server_lr * delta[key], rtol=1e-6, atol=1e-6
-        )
-
-
-def _affine(stats: ClientStats, a: float, c: float) -> ClientStats:
-    return stats.model_copy(
-        update={
-            "r_pre": a * stats.r_pre + c,
-            "r_post": a * stats.r_post + c,
-            "sigma": a * stats.sigma,
-            "sigma_diff": a * stats.sigma_diff,
-            "reward_lo": a * stats.reward_lo + c,
-            "reward_hi": a * stats.reward_hi + c,
-        }
-    )
-
-
-@FAST
-@given(
-    first=rounds(),
-    second=rounds(),
-    a=st.one_of(st.just(10.0), st.floats(0.1, 100.0)),
-    c=st.one_of(st.just(3.0), st.floats(-10.0, 10.0)),
-    reference=st.sampled_from(["round_start", "history"]),
-    scale_start=st.sampled_from(["first_round", "first_informative"]),
-    silent_first=st.booleans(),
-)
-def test_affine_change_of_one_clients_rewards_keeps_its_gain_and_weight(
-    first: list[ClientStats],
-    second: list[ClientStats],
-    a: float,
-    c: float,
-    reference: str,
-    scale_start: str,
-    silent_first: bool,
-) -> None:
-    # Prepare: client c0 takes part in both rounds (the second uses its history), maybe silent
-    # in the first (sigma_diff 0: no answer changed)
-    scale = "stderr" if reference == "round_start" else "std"
-    cfg = AggregationSettings(gain_reference=reference, gain_scale=scale, scale_start=scale_start)  # type: ignore[arg-type]
-    if silent_first:
-        first = [first[0].model_copy(update={"sigma_diff": 0.0, "sigma": 0.0}), *first[1:]]
-    state, moved_state = ServerState(), ServerState()
-    for stats in (first, second):
-        moved = [_affine(stats[0], a, c), *stats[1:]]
-        # Execute
-        rows, state = compute_weights(stats, state, cfg)
-        moved_rows, moved_state = compute_weights(moved, moved_state, cfg)
-        # Assert
-        assert moved_rows[0].gain == pytest.approx(rows[0].gain, rel=1e-7, abs=1e-7)
-        assert moved_rows[0].weight == pytest.approx(rows[0].weight, rel=1e-7, abs=1e-9)
-
-
-@FAST
-@given(
-    stats=rounds(),
-    fractions=st.lists(st.floats(-0.99, 0.99), min_size=5, max_size=5),
-    lam=st.floats(0.0, 2.0),
-    mu=st.floats(0.0, 1.0),
-)
-def test_gains_inside_the_dead_zone_leave_data_size_weights(
-    stats: list[ClientStats], fractions: list[float], lam: float, mu: float
-) -> None:
-    # Prepare: r_post - r_pre = f * deadzone * (the scale the gain will use), |f| < 1
-    cfg = AggregationSettings(lam=lam, mu=mu, gain_deadzone=1.0)
-    quiet = []
-    for s, f in zip(stats, fractions, strict=False):
-        used_scale = max(s.sigma_diff / np.sqrt(s.m), cfg.scale_floor_frac * (s.reward_hi - s.reward_lo))
-        quiet.append(s.model_copy(update={"r_post": s.r_pre + f * cfg.gain_deadzone * used_scale}))
-    n = np.array([s.n_k for s in quiet], dtype=float)
-    # Execute
-    rows, _ = compute_weights(quiet, ServerState(), cfg)
-    # Assert
-    assert all(r.gain == 0.0 for r in rows)
-    expected = (1 - mu) * n**lam / (n**lam).sum() + mu / len(n)
-    np.testing.assert_allclose([r.weight for r in rows], expected, rtol=1e-9, atol=1e-12)
-
-
-@FAST
-@given(
-    stats=rounds(),
-    strategy=st.sampled_from(["fedavg", "reward", "fgrpo"]),
-    cap_fraction=st.floats(0.0, 1.0),
-    mu=st.floats(0.0, 1.0),
-)
-def test_weights_sum_to_one_respect_the_cap_and_the_floor(
-    stats: list[ClientStats], strategy: str, cap_fraction: float, mu: float
-) -> None:
-    # Prepare: any cap between 1/K and 1
-    k = len(stats)
-    cap = 1.0 / k + cap_fraction * (1.0 - 1.0 / k)
-    cfg = AggregationSettings(strategy=strategy, weight_cap=cap, mu=mu)  # type: ignore[arg-type]
-    # Execute
-    rows, _ = compute_weights(stats, ServerState(), cfg)
-    weights = np.array([r.weight for r in rows])
-    # Assert
-    assert abs(weights.sum() - 1.0) <= 1e-9
-    assert (weights <= cap + 1e-12).all()
-    if strategy == "fgrpo":
-        assert (weights >= mu / k - 1e-12).all()
-
-
-def test_weight_cap_redistributes_proportionally_and_refuses_an_impossible_cap() -> None:
-    # Prepare: fedavg 0.7 / 0.2 / 0.1 capped at 0.5
-    stats = [make_stats("a", n_k=70), make_stats("b", n_k=20), make_stats("c", n_k=10)]
-    # Execute
-    rows, _ = compute_weights(stats, ServerState(), AggregationSettings(strategy="fedavg", weight_cap=0.5))
-    # Assert: the 0.2 excess splits 2:1
-    np.testing.assert_allclose([r.weight for r in rows], [0.5, 0.2 + 0.2 * 2 / 3, 0.1 + 0.2 / 3], rtol=1e-12)
-    with pytest.raises(AggregationError, match="weight_cap"):
-        compute_weights(stats, ServerState(), AggregationSettings(weight_cap=0.3))
 
 
 # --- server state --------------------------------------------------------------------------------
@@ -402,160 +162,31 @@ def test_empty_duplicate_or_non_finite_stats_raise(stats: list[ClientStats], mes
         compute_weights(stats, ServerState(), AggregationSettings())
 
 
-# --- aggregate_deltas ----------------------------------------------------------------------------
-
-
-def test_aggregate_matches_numpy_average() -> None:
-    # Prepare
-    global_adapter = make_adapter(0)
-    deltas = {cid: make_adapter(i + 1) for i, cid in enumerate(["c2", "c0", "c1"])}
-    weights = {"c0": 0.5, "c1": 0.3, "c2": 0.2}
+def test_informative_data_size_and_excluded_negative_gains_by_hand() -> None:
+    # Prepare: gains after the dead zone 1.0, 0.0, -1.0 (scale 0.1, deadzone 1); "c" trained on nothing
+    stats = [
+        make_stats("a", r_pre=0.3, r_post=0.5, sigma_diff=0.4, m=16, n_k=40, all_equal_group_frac=0.5),
+        make_stats("b", r_pre=0.3, r_post=0.3, sigma_diff=0.4, m=16, n_k=20),
+        make_stats("c", r_pre=0.3, r_post=0.1, sigma_diff=0.4, m=16, n_k=20, all_equal_group_frac=1.0),
+    ]
+    informative = AggregationSettings(gain_n="informative", mu=0.1)
+    exclude = AggregationSettings(negative_gain="exclude", mu=0.1)
     # Execute
-    merged = aggregate_deltas(global_adapter, deltas, weights, 0.7, "separate")
-    # Assert
-    for key in global_adapter:
-        stack = np.stack([deltas[c][key].double().numpy() for c in sorted(deltas)])
-        average = np.average(stack, axis=0, weights=[weights[c] for c in sorted(deltas)])
-        expected = global_adapter[key].double().numpy() + 0.7 * average
-        # float32 accumulation: accumulation_error_factor(3) = 11 * 2**-24 ~ 7e-7 times |x| + ~1 here
-        np.testing.assert_allclose(merged[key].numpy(), expected, rtol=1e-6, atol=1e-6)
-        assert merged[key].dtype == torch.float32
+    rows_i, _ = compute_weights(stats, ServerState(), informative)
+    rows_e, _ = compute_weights(stats, ServerState(), exclude)
+    # Assert: n_eff = 20, 20, 0; u = 20e, 20, 0
+    u = np.array([20 * np.e, 20.0, 0.0])
+    np.testing.assert_allclose([r.weight for r in rows_i], 0.9 * u / u.sum() + 0.1 / 3, rtol=1e-12)
+    # exclude: c (gain -1) gets 0; a, b share (1 - mu) by u = 40e, 20 and mu/2 each
+    u = np.array([40 * np.e, 20.0])
+    np.testing.assert_allclose([r.weight for r in rows_e], [*(0.9 * u / u.sum() + 0.05), 0.0], rtol=1e-12)
 
 
-def test_aggregate_of_32_clients_within_the_documented_float32_bound() -> None:
-    # Prepare: magnitudes spread over 4 orders, uneven weights
-    rng = np.random.default_rng(0)
-    global_adapter = make_adapter(0, hidden=64)
-    deltas = {
-        f"c{i:02d}": {
-            k: float(10.0 ** rng.uniform(-4, 0)) * v for k, v in make_adapter(i + 1, hidden=64).items()
-        }
-        for i in range(32)
-    }
-    raw = rng.uniform(0.1, 2.0, size=32)
-    weights = {cid: float(w) for cid, w in zip(sorted(deltas), raw / raw.sum(), strict=True)}
-    server_lr = 0.7
+def test_variants_fall_back_when_nothing_is_left() -> None:
+    # Prepare: every gain negative; every group all-equal
+    stats = [make_stats(c, r_pre=0.5, r_post=0.1, all_equal_group_frac=1.0) for c in ("a", "b")]
+    cfg = AggregationSettings(gain_n="informative", negative_gain="exclude")
     # Execute
-    merged = aggregate_deltas(global_adapter, deltas, weights, server_lr, "separate")
-    # Assert: |merged - exact| <= factor(K) * (|theta| + eta * sum_k w_k |delta_k|), per element
-    w = np.array([weights[c] for c in sorted(deltas)])
-    for key in global_adapter:
-        stack = np.stack([deltas[c][key].double().numpy() for c in sorted(deltas)])
-        theta = global_adapter[key].double().numpy()
-        exact = theta + server_lr * np.average(stack, axis=0, weights=w)
-        bound = accumulation_error_factor(32) * (
-            np.abs(theta) + server_lr * np.tensordot(w, np.abs(stack), 1)
-        )
-        assert bool((np.abs(merged[key].double().numpy() - exact) <= bound).all()), key
-
-
-def test_aggregate_leaves_its_inputs_alone() -> None:
-    # Prepare
-    global_adapter = make_adapter(0)
-    deltas = {"a": make_adapter(1), "b": make_adapter(2)}
-    before = {
-        c: {k: v.clone() for k, v in d.items()} for c, d in [("global", global_adapter), *deltas.items()]
-    }
-    # Execute
-    merged = aggregate_deltas(global_adapter, deltas, {"a": 0.5, "b": 0.5}, 1.0, "separate")
-    for tensor in merged.values():
-        tensor.add_(1.0)  # a caller updating the result in place
-    # Assert
-    for c, d in [("global", global_adapter), *deltas.items()]:
-        assert all(torch.equal(d[k], before[c][k]) for k in d), c
-
-
-def _local(global_adapter: Adapter, delta: Adapter) -> Adapter:
-    return {k: global_adapter[k] + delta[k] for k in global_adapter}
-
-
-def _lora_products(adapter: Adapter) -> np.ndarray:
-    return adapter[Q_B].double().numpy() @ adapter[Q_A].double().numpy()
-
-
-def test_freeze_a_averages_the_products_exactly_and_separate_does_not() -> None:
-    # Prepare
-    global_adapter = make_adapter(0)
-    weights = {"a": 0.6, "b": 0.4}
-    frozen = {c: make_adapter(i + 1) for i, c in enumerate(weights)}
-    for delta in frozen.values():
-        for key in delta:
-            if "lora_A" in key:
-                delta[key] = torch.zeros_like(delta[key])
-    moving = {c: make_adapter(i + 10) for i, c in enumerate(weights)}
-    # Execute
-    merged_frozen = aggregate_deltas(global_adapter, frozen, weights, 1.0, "freeze_a")
-    merged_moving = aggregate_deltas(global_adapter, moving, weights, 1.0, "separate")
-    # Assert
-    frozen_average = sum(w * _lora_products(_local(global_adapter, frozen[c])) for c, w in weights.items())
-    np.testing.assert_allclose(_lora_products(merged_frozen), frozen_average, rtol=1e-6, atol=1e-6)
-    moving_average = sum(w * _lora_products(_local(global_adapter, moving[c])) for c, w in weights.items())
-    assert np.abs(_lora_products(merged_moving) - moving_average).max() > 0.1
-
-
-def test_freeze_a_refuses_a_changed_a_matrix() -> None:
-    # Prepare
-    global_adapter = make_adapter(0)
-    deltas = {"a": {k: torch.zeros_like(v) for k, v in global_adapter.items()}, "b": make_adapter(1)}
-    # Execute / Assert
-    with pytest.raises(AggregationError, match=r"client 'b'.*lora_A"):
-        aggregate_deltas(global_adapter, deltas, {"a": 0.5, "b": 0.5}, 1.0, "freeze_a")
-
-
-def _drop_key(delta: Adapter) -> None:
-    del delta[Q_B]
-
-
-def _reshape_key(delta: Adapter) -> None:
-    delta[Q_B] = torch.zeros(2, 4)
-
-
-@pytest.mark.parametrize(("corrupt", "reason"), [(_drop_key, "lacks"), (_reshape_key, "shape")])
-def test_layout_mismatch_names_client_and_key(corrupt: Any, reason: str) -> None:
-    # Prepare
-    global_adapter = make_adapter(0)
-    deltas = {"good": make_adapter(1), "bad": make_adapter(2)}
-    corrupt(deltas["bad"])
-    # Execute / Assert
-    with pytest.raises(AggregationError, match=reason) as info:
-        aggregate_deltas(global_adapter, deltas, {"good": 0.5, "bad": 0.5}, 1.0, "separate")
-    assert "'bad'" in str(info.value)
-    assert Q_B in str(info.value)
-
-
-def test_mismatched_client_sets_raise_naming_the_clients() -> None:
-    # Prepare
-    global_adapter = make_adapter(0)
-    deltas = {"a": make_adapter(1), "b": make_adapter(2)}
-    # Execute / Assert
-    with pytest.raises(AggregationError, match=r"deltas only \['b'\].*weights only \['c'\]"):
-        aggregate_deltas(global_adapter, deltas, {"a": 0.5, "c": 0.5}, 1.0, "separate")
-    with pytest.raises(AggregationError, match="sum to"):
-        aggregate_deltas(global_adapter, deltas, {"a": 0.5, "b": 0.2}, 1.0, "separate")
-
-
-# --- screen_norms --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("action", ["clip", "reject"])
-def test_screen_norms_clips_or_rejects_a_100x_delta(action: str) -> None:
-    # Prepare
-    deltas = {f"c{i}": make_adapter(i) for i in range(5)}
-    deltas["c4"] = {k: 100 * v for k, v in deltas["c4"].items()}
-    norms = {c: delta_norm(d) for c, d in deltas.items()}
-    median = float(np.median(list(norms.values())))
-    # Execute
-    screen = screen_norms(deltas, 5.0, action)  # type: ignore[arg-type]
-    # Assert
-    assert screen.median == pytest.approx(median)
-    assert screen.norms == pytest.approx(norms)
-    for c in ["c0", "c1", "c2", "c3"]:
-        assert screen.kept[c] is deltas[c]
-    if action == "clip":
-        assert screen.clipped == ["c4"]
-        assert delta_norm(screen.kept["c4"]) == pytest.approx(5.0 * median, rel=1e-6)
-        assert screen.rejected == {}
-    else:
-        assert "c4" not in screen.kept
-        assert "median" in screen.rejected["c4"]
-        assert screen.clipped == []
+    rows, _ = compute_weights(stats, ServerState(), cfg)
+    # Assert: equal shares, not a division by zero
+    assert [r.weight for r in rows] == pytest.approx([0.5, 0.5])

@@ -99,7 +99,7 @@ def test_verdict_is_a_paired_comparison() -> None:
 def test_arms_filter_plans_only_the_named_arms_on_every_seed(tmp_path: Any) -> None:
     # Prepare
     budget = scenarios.BUDGETS["quick"]
-    name = "fgrpo:scale_start=first_informative"
+    name = "fgrpo:tau=2"
     # Execute
     jobs = convergence.plan("tiny", budget, [1, 2], ["disjoint", "loud"], True, tmp_path, [name])
     everything = convergence.plan("tiny", budget, [1, 2], ["disjoint", "loud"], True, tmp_path)
@@ -108,7 +108,7 @@ def test_arms_filter_plans_only_the_named_arms_on_every_seed(tmp_path: Any) -> N
         (s, name, seed) for s in ("disjoint", "loud") for seed in (1, 2)
     }
     assert all(job in everything for job in jobs)
-    assert jobs[0][4]["aggregation"]["scale_start"] == "first_informative"
+    assert jobs[0][4]["aggregation"]["tau"] == 2.0
 
 
 def _only(data: dict[str, Any], scenario: str) -> dict[str, Any]:
