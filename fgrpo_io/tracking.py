@@ -28,7 +28,7 @@ from fgrpo_core.errors import FgrpoError
 
 PARAM_VALUE_LIMIT = 6000  # MLflow rejects longer parameter values
 TRUNCATION_MARKER = "...[truncated]"
-MLFLOW_EXPERIMENT = "fgrpo"  # the MLflow experiment that holds every fgrpo experiment's runs
+MLFLOW_EXPERIMENT = "fgrpo"  # legacy shared experiment; passed to start_experiment_run: see there
 EXPERIMENT_TAG = "fgrpo.experiment"
 ROLE_TAG = "fgrpo.role"
 ROUND_TAG = "fgrpo.round"
@@ -58,6 +58,10 @@ def mlflow_errors(uri: str, action: str) -> Iterator[None]:
             f"MLflow {action} failed at {uri}: {err}. Check that the tracking server is running and "
             "reachable (tracking.tracking_uri / MLFLOW_TRACKING_URI) and that its store is writable."
         ) from err
+
+
+def mlflow_experiment_name(experiment: str) -> str:
+    return experiment  # each fgrpo experiment (the config's name) has its own MLflow experiment
 
 
 def resolve_tracking_uri(settings: TrackingSettings, output_dir: Path) -> str:
@@ -158,6 +162,8 @@ class Tracker:
         not FINISHED (RUNNING after a crash, FAILED or KILLED) is reused and set RUNNING again; its
         params must equal `params` (a resumed experiment runs the same config).
         """
+        if experiment_name == MLFLOW_EXPERIMENT:  # tasks/log.py passes it: name it after the run
+            experiment_name = mlflow_experiment_name(run_name)
         with mlflow_errors(self.uri, f"start of experiment run {run_name!r}"):
             experiment_id = self._experiment_id(experiment_name)
             unfinished = self.client.search_runs(
