@@ -106,7 +106,7 @@ class LiveView:
                 verdict = "uploaded, weight" if row.get("accepted", True) else "rejected, weight"
                 reason = f" ({row['reason']})" if row.get("reason") else ""
                 self.states[row["client_id"]] = f"{verdict} {row['weight']:.2f}{reason}"
-            self.console.print(round_line(report), markup=False)
+            self.console.print(round_line(report), markup=False, soft_wrap=True)
             self._refresh()
 
     # --- drawing -----------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ class LiveView:
         now = time.monotonic()
         if force or now - self._last_plain.get(client_id, -1e9) >= self._plain_interval_s:
             self._last_plain[client_id] = now
-            self.console.print(line, markup=False)
+            self.console.print(line, markup=False, soft_wrap=True)
 
     def _refresh(self) -> None:
         if self._live is not None:

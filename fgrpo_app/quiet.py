@@ -23,11 +23,20 @@ class _DropCompletedTaskRuns(logging.Filter):
         )
 
 
+class _DropDatabaseSetup(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and "database tables" in str(record.msg))
+
+
 def quiet_libraries(live: bool) -> None:
     """Before a human-facing run; ``live``: a live view on a terminal draws the progress instead."""
     warnings.filterwarnings("ignore", message=_CHECKPOINTING_ALIASES, category=FutureWarning)
-    # tqdm bars (the GGUF conversion's) are one enormous line in a log and break the live view.
+    # tqdm bars (the GGUF conversion's; transformers' "Loading weights" / "Writing model shards"
+    # through huggingface_hub's switch) are one enormous line in a log and break the live view.
     os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # MLflow announces the creation of its SQLite tables on every new database.
+    logging.getLogger("mlflow.store.db.utils").addFilter(_DropDatabaseSetup())
     if live:
         # Prefect's per-run INFO lines would scroll the live table away; warnings still show.
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

@@ -58,6 +58,13 @@ def finish_summary(cfg: ExperimentConfig, summary: dict[str, Any], wall_s: float
 def print_summary(summary: dict[str, Any], config: Path) -> None:
     from fgrpo_io.timing import summary_line
 
+    rounds = summary["rounds"]
+    if rounds and summary.get("initial_evaluation"):
+        first, last = summary["initial_evaluation"]["macro_accuracy"], rounds[-1]["evaluation"]["macro_accuracy"]
+        typer.echo(
+            f"macro accuracy {first:.3f} (round 0) -> {last:.3f} (round {rounds[-1]['round']}): "
+            f"{100 * (last - first):+.1f} points"
+        )
     typer.echo(f"done in {summary['wall_time_s']:.1f} s; store: {summary['store']}")
     typer.echo(f"time split: {summary_line(summary['timings'])}")
     if summary["mlflow_run_url"]:
