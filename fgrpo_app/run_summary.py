@@ -60,7 +60,10 @@ def print_summary(summary: dict[str, Any], config: Path) -> None:
 
     rounds = summary["rounds"]
     if rounds and summary.get("initial_evaluation"):
-        first, last = summary["initial_evaluation"]["macro_accuracy"], rounds[-1]["evaluation"]["macro_accuracy"]
+        first, last = (
+            summary["initial_evaluation"]["macro_accuracy"],
+            rounds[-1]["evaluation"]["macro_accuracy"],
+        )
         typer.echo(
             f"macro accuracy {first:.3f} (round 0) -> {last:.3f} (round {rounds[-1]['round']}): "
             f"{100 * (last - first):+.1f} points"

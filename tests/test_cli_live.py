@@ -23,7 +23,12 @@ def _report(t: int) -> dict[str, Any]:
         {"client_id": "owner-c", "weight": 0.0, "accepted": False, "reason": "norm: 9.1 > 5 x median"},
     ]
     evaluation = {"macro_accuracy": 0.4, "families": {"add1": {"accuracy": 0.5}, "mul1": {"accuracy": 0.3}}}
-    return {"round": t, "rows": rows, "evaluation": evaluation, "registry": {"version": "2", "alias": "challenger"}}
+    return {
+        "round": t,
+        "rows": rows,
+        "evaluation": evaluation,
+        "registry": {"version": "2", "alias": "challenger"},
+    }
 
 
 def _view(terminal: bool) -> tuple[LiveView, io.StringIO]:
@@ -100,9 +105,15 @@ def test_only_the_named_library_noise_is_filtered(monkeypatch: pytest.MonkeyPatc
         warnings.simplefilter("always")
         # Execute
         quiet_libraries(live=True)
-        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
-        warnings.warn("`gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
-        warnings.warn("something else is deprecated", FutureWarning)
+        warnings.warn(
+            "`is_gradient_checkpointing` is deprecated and will be removed in v6.",
+            FutureWarning,
+            stacklevel=1,
+        )
+        warnings.warn(
+            "`gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning, stacklevel=1
+        )
+        warnings.warn("something else is deprecated", FutureWarning, stacklevel=1)
     # Assert
     assert [str(w.message) for w in caught] == ["something else is deprecated"]
     import os
