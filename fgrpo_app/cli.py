@@ -73,14 +73,16 @@ def run(
     if json_out:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     quiet_libraries(live=view.interactive and not json_out)
-    if not json_out and not os.environ.get("PREFECT_API_URL"):
-        typer.echo("starting a temporary Prefect server (about 20 s; set PREFECT_API_URL to use yours)")
+
+    from prefect.settings import PREFECT_API_URL
 
     from fgrpo_app.run_summary import finish_summary, print_summary
     from fgrpo_io import runtime
     from flows.experiment import run_experiment
 
     quiet_prefect_task_runs()
+    if not json_out and not PREFECT_API_URL.value():
+        typer.echo("starting a temporary Prefect server (about 20 s; set PREFECT_API_URL to use yours)")
     if not json_out:
         runtime.set_progress_hook(view.progress)
         runtime.set_event_hook(view.event)

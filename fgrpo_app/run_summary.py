@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,10 @@ def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
 
 def prefect_flow_run_url(flow_run_id: str) -> str | None:
     """The flow run's page in the Prefect UI; None without a server (a temporary one is gone)."""
-    if not os.environ.get("PREFECT_API_URL"):
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    if not PREFECT_API_URL.value():
         return None
-    from prefect.settings import PREFECT_UI_URL
 
     ui = PREFECT_UI_URL.value()
     return f"{str(ui).rstrip('/')}/runs/flow-run/{flow_run_id}" if ui else None
