@@ -13,9 +13,10 @@ import time
 from types import TracebackType
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_io.runtime import CLIENT_STATE, ROUND_COMMITTED
@@ -129,13 +130,16 @@ class LiveView:
         if self._live is not None:
             self._live.update(self._table())
 
-    def _table(self) -> Table:
-        title = f"{self.experiment}: round {max(self.round, 1)} of {self.total_rounds}"
+    def title(self) -> str:
         if self.round == 0:
-            title = f"{self.experiment}: loading the base model, evaluating round 0"
-        table = Table(title=title, title_justify="left", expand=False)
+            return f"{self.experiment}: loading the base model, evaluating round 0"
+        return f"{self.experiment}: round {self.round} of {self.total_rounds}"
+
+    def _table(self) -> Group:
+        # The title on its own line: a table's title wraps at the table's (narrow) width.
+        table = Table(expand=False)
         table.add_column("owner")
-        table.add_column("state")
+        table.add_column("state", min_width=44)
         for owner in self.owners:
             table.add_row(owner, self.states[owner])
-        return table
+        return Group(Text(self.title(), style="bold"), table)

@@ -75,10 +75,10 @@ def test_live_table_on_a_terminal_shows_round_and_every_owner() -> None:
     # Execute
     with view:
         runtime.report_progress(2, "owner-b", 3, 10, 0.5)
-        table = view._table()
+        title = view.title()
         runtime.report_event(runtime.ROUND_COMMITTED, report=_report(2))
     # Assert: the title says the round; each owner has a row with its state.
-    assert table.title == "tiny: round 2 of 4"
+    assert title == "tiny: round 2 of 4"
     assert view.states["owner-c"] == "rejected, weight 0.00 (norm: 9.1 > 5 x median)"
     assert view.states["owner-a"] == "uploaded, weight 0.50"
     assert "round 2: macro acc 0.400" in out.getvalue()
