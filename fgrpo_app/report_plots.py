@@ -40,20 +40,30 @@ def accuracy_plot(rounds: Sequence[dict[str, Any]]) -> str:
 
 
 def clients_plot(rounds: Sequence[dict[str, Any]]) -> str:
-    """FGRPO gain and aggregation weight of every client, per round (base64 PNG)."""
+    """FGRPO gain (grouped bars) and aggregation weight (stacked bars: a round's weights sum to 1)
+    of every client, over the federated rounds only (base64 PNG).
+
+    Bars, not lines: two owners with equal weights (0.5 / 0.5) drew one line over the other.
+    """
     fig = Figure(figsize=(10, 3.4))
     ax_gain, ax_weight = fig.subplots(1, 2)
     xs = [int(r["round"]) for r in rounds]
     clients = sorted({row["client_id"] for r in rounds for row in r["rows"]})
-    for client in clients:
+    width = 0.8 / max(len(clients), 1)
+    bottom = [0.0] * len(rounds)
+    for i, client in enumerate(clients):
         rows = [next((x for x in r["rows"] if x["client_id"] == client), None) for r in rounds]
-        ax_gain.plot(xs, [x["gain"] if x else float("nan") for x in rows], marker="o", label=client)
-        ax_weight.plot(xs, [x["weight"] if x else float("nan") for x in rows], marker="o", label=client)
+        gains = [x["gain"] if x else float("nan") for x in rows]
+        weights = [x["weight"] if x else 0.0 for x in rows]
+        offsets = [x - 0.4 + width * (i + 0.5) for x in xs]
+        ax_gain.bar(offsets, gains, width=width, label=client, color=f"C{i}")
+        ax_weight.bar(xs, weights, width=0.6, bottom=bottom, label=client, color=f"C{i}")
+        bottom = [b + w for b, w in zip(bottom, weights, strict=True)]
     ax_gain.axhline(0.0, color="grey", linewidth=0.8)
     ax_gain.set(xlabel="round", ylabel="gain (dead zone applied)", title="Gain per client")
-    ax_weight.set(xlabel="round", ylabel="weight", title="Aggregation weight per client", ylim=(0, 1))
+    ax_weight.set(xlabel="round", ylabel="weight", title="Aggregation weight per client", ylim=(0, 1.05))
     for ax in (ax_gain, ax_weight):
         ax.set_xticks(xs)
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize="small")
     return _png(fig)

@@ -41,6 +41,7 @@ __all__ = [
     "ModelSettings",
     "StoreSettings",
     "TrackingSettings",
+    "check_data_paths",
     "format_validation_error",
     "load_config",
     "parse_config",
@@ -121,15 +122,48 @@ def parse_config(data: dict[str, Any], config_dir: str | Path | None = None) -> 
         raise ConfigError("invalid config:\n  " + "\n  ".join(format_validation_error(err))) from err
 
 
+def _yaml_error(path: Path, err: yaml.YAMLError) -> ConfigError:
+    """The YAML error as `file:line:column: problem`, the way editors and compilers print it."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    context = getattr(err, "context", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    detail = f"{problem} ({context})" if context else str(problem)
+    return ConfigError(f"{where}: not valid YAML: {detail}")
+
+
+def check_data_paths(cfg: ExperimentConfig) -> None:
+    """Every client's ``data_path`` exists: a missing file would leave that owner out at weight 0.
+
+    Checked for embedded runs only: in a distributed experiment the files live on the owners'
+    machines (flows/owner.py) and the coordinator's copy of the config need not name them.
+    """
+    if cfg.federation.mode != "embedded":
+        return
+    missing = [
+        f"clients[{c.id}].data_path: {c.data_path} does not exist (give an existing JSONL file or "
+        "`datasets` folder, relative to the working directory, or remove the key)"
+        for c in cfg.clients
+        if c.data_path is not None and not Path(c.data_path).exists()
+    ]
+    if missing:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(missing))
+
+
 def load_config(path: str | Path) -> ExperimentConfig:
-    """Load and validate a YAML config file."""
+    """Load and validate a YAML config file; every error names the file (YAML ones the line too)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p} (pass an existing YAML file)")
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"{p}: not valid YAML: {err}") from err
+        raise _yaml_error(p, err) from err
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping of config sections")
-    return parse_config(data, config_dir=p.parent)
+    try:
+        cfg = parse_config(data, config_dir=p.parent)
+        check_data_paths(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{p}: {err}") from err
+    return cfg

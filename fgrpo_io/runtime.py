@@ -9,10 +9,12 @@ adapter, and two tasks sharing it would overwrite each other's weights.
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.models import ModelBundle, load_bundle
@@ -20,6 +22,13 @@ from fgrpo_io import timing
 
 # (round, client id, step, max steps, latest reward)
 ProgressHook = Callable[[int, str, int, int, float], None]
+# (event kind, its fields): what a live view shows besides training steps; kinds below.
+EventHook = Callable[[str, dict[str, Any]], None]
+# A round's report, as soon as it is written: fields ``report`` (round, rows with client_id,
+# weight, accepted, reason; evaluation.macro_accuracy; registry version and alias).
+ROUND_COMMITTED = "round_committed"
+# An owner's state in a round: fields ``round``, ``client_id``, ``state`` (e.g. "evaluating").
+CLIENT_STATE = "client_state"
 
 _lock = threading.Lock()
 # transformers builds a model under process-wide context managers (meta device, default dtype):
@@ -27,6 +36,7 @@ _lock = threading.Lock()
 _load_lock = threading.Lock()
 _idle: dict[str, list[ModelBundle]] = {}
 _progress: ProgressHook | None = None
+_events: EventHook | None = None
 
 
 def _bundle_key(cfg: ExperimentConfig) -> str:
@@ -79,6 +89,21 @@ def set_progress_hook(hook: ProgressHook | None) -> None:
 def report_progress(round_idx: int, client_id: str, step: int, total: int, reward: float) -> None:
     if _progress is not None:
         _progress(round_idx, client_id, step, total, reward)
+
+
+def set_event_hook(hook: EventHook | None) -> None:
+    global _events
+    _events = hook
+
+
+def report_event(kind: str, **fields: Any) -> None:
+    """Tell the live view (if any) what happened; never fails the caller's work."""
+    if _events is None:
+        return
+    try:
+        _events(kind, fields)
+    except Exception:  # a display error must not fail a round; it is logged with its traceback
+        logging.getLogger(__name__).exception("live view hook failed on %s", kind)
 
 
 def work_dir(cfg: ExperimentConfig, *parts: str) -> Path:

@@ -29,7 +29,7 @@ from fgrpo_io.reports import eval_metrics, round_markdown, round_metrics
 
 PARAM_VALUE_LIMIT = 6000  # MLflow rejects longer parameter values
 TRUNCATION_MARKER = "...[truncated]"
-MLFLOW_EXPERIMENT = "fgrpo"  # the MLflow experiment that holds every fgrpo experiment's runs
+MLFLOW_EXPERIMENT = "fgrpo"  # legacy shared experiment; passed to start_experiment_run: see there
 EXPERIMENT_TAG = "fgrpo.experiment"
 ROLE_TAG = "fgrpo.role"
 ROUND_TAG = "fgrpo.round"
@@ -59,6 +59,10 @@ def mlflow_errors(uri: str, action: str) -> Iterator[None]:
             f"MLflow {action} failed at {uri}: {err}. Check that the tracking server is running and "
             "reachable (tracking.tracking_uri / MLFLOW_TRACKING_URI) and that its store is writable."
         ) from err
+
+
+def mlflow_experiment_name(experiment: str) -> str:
+    return experiment  # each fgrpo experiment (the config's name) has its own MLflow experiment
 
 
 def resolve_tracking_uri(settings: TrackingSettings, output_dir: Path) -> str:

@@ -9,6 +9,7 @@ from prefect.runtime import flow_run
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.errors import QuorumError
 from fgrpo_core.types import RoundResult
+from fgrpo_io import runtime
 from fgrpo_io.reports import failed_round_markdown, round_markdown
 from flows.fan_out import run_owners
 from tasks.aggregate import aggregate_task, commit_task
@@ -47,6 +48,8 @@ def federated_round(cfg: ExperimentConfig, round_idx: int, parent_run_id: str | 
         result = commit_task(cfg, candidate, evaluation)
     if parent_run_id is not None:
         result = register_task(cfg, log_round_task(cfg, parent_run_id, result))
+    # The CLI's live view prints the round's line as soon as it commits.
+    runtime.report_event(runtime.ROUND_COMMITTED, report=result.model_dump(mode="json"))
     create_markdown_artifact(
         markdown=round_markdown(cfg.name, result),
         key=_artifact_key(cfg, round_idx),

@@ -8,7 +8,7 @@ from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.types import EvalSummary, RoundResult
 from fgrpo_io.ledger import Ledger
 from fgrpo_io.timing import timed
-from fgrpo_io.tracking import MLFLOW_EXPERIMENT, flatten_config
+from fgrpo_io.tracking import flatten_config, mlflow_experiment_name
 from tasks.retry import is_transient
 
 
@@ -18,8 +18,9 @@ def start_tracking_task(cfg: ExperimentConfig) -> str:
     """The experiment's parent run id (an interrupted one is resumed); the full config as params."""
     ledger = Ledger(cfg)
     tags = {"fgrpo.strategy": cfg.aggregation.strategy, "fgrpo.model": cfg.model.model_id}
-    resume = ledger.parent_run_to_resume(MLFLOW_EXPERIMENT)
-    return ledger.tracker.start_experiment_run(MLFLOW_EXPERIMENT, cfg.name, flatten_config(cfg), tags, resume)
+    mlflow_experiment = mlflow_experiment_name(cfg.name)
+    resume = ledger.parent_run_to_resume(mlflow_experiment)
+    return ledger.tracker.start_experiment_run(mlflow_experiment, cfg.name, flatten_config(cfg), tags, resume)
 
 
 @task(name="log-initial-evaluation", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=3)

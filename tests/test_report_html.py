@@ -123,7 +123,7 @@ def test_registry_versions_and_aliases_are_shown(store_with_reports: dict[str, A
     # Execute
     page = render(data)
     # Assert
-    assert "aliases: challenger → v2, champion → v1" in page
+    assert "aliases: challenger → v2, champion → v1 (held now)" in page
     assert '<td class="text">2</td><td>2</td><td>0.3500</td><td>challenger</td><td>run-2</td>' in page
     assert '<td class="text">grpo.learning_rate</td><td class="text">0.001</td>' in page
 
@@ -149,4 +149,4 @@ def test_report_needs_a_store(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", EXPERIMENT])
     # Assert
     assert result.exit_code == 2
-    assert "--config FILE, or --store-root DIR" in result.output
+    assert "fgrpo report CONFIG), or --store-root DIR" in result.output

@@ -159,9 +159,9 @@ def test_round_below_quorum_fails_cleanly_through_the_flow(
     # Assert: the MLflow parent run says FAILED instead of staying RUNNING.
     from mlflow import MlflowClient
 
-    from fgrpo_io.tracking import MLFLOW_EXPERIMENT, ROLE_TAG
+    from fgrpo_io.tracking import ROLE_TAG, mlflow_experiment_name
 
     client = MlflowClient(tracking_uri=uri)
-    experiment_id = client.get_experiment_by_name(MLFLOW_EXPERIMENT).experiment_id
+    experiment_id = client.get_experiment_by_name(mlflow_experiment_name(cfg.name)).experiment_id
     runs = client.search_runs([experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'experiment'")
     assert [r.info.status for r in runs] == ["FAILED"]
