@@ -37,7 +37,7 @@ tiny: venv  ## The same pipeline on the tiny model (about 2 minutes).
 lint: venv
 	@echo "==> ruff"
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check fgrpo_core fgrpo_io tasks flows fgrpo_app
+	$(BIN)/ruff format --check fgrpo_core fgrpo_io tasks flows fgrpo_app tests bench
 	@echo "==> mypy (a few minutes on a fresh clone, seconds once .mypy_cache exists)"
 	$(BIN)/mypy
 

@@ -73,7 +73,11 @@ def run_pipeline(cfg: Any) -> dict[str, Any]:
     with runtime.flow_settings(), timing.collect() as collected:  # as `fgrpo run` does
         wall_s, summary = _timed(lambda: run_experiment(cfg))
     weights = [{r.client_id: r.weight for r in rep.rows} for rep in summary.rounds]
-    return {"wall_s": wall_s, "timings": timing.with_orchestration(collected.totals, wall_s), "weights": weights}
+    return {
+        "wall_s": wall_s,
+        "timings": timing.with_orchestration(collected.totals, wall_s),
+        "weights": weights,
+    }
 
 
 def run_bare(cfg: Any, work: Path) -> dict[str, Any]:

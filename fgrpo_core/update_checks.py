@@ -15,10 +15,13 @@ Everything in a manifest is a claim: a bad claim rejects that owner, never the r
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
-from fgrpo_core.deltas import validate_delta
+import torch
+
+from fgrpo_core.deltas import Encoding, encode, validate_delta
 from fgrpo_core.errors import DeltaValidationError
 from fgrpo_core.manifest import ClientManifest
 from fgrpo_core.types import Adapter, ClientStats
@@ -139,3 +142,14 @@ def check_update(
     """The content of one owner's update: its stats, then its delta's layout and finiteness."""
     check_stats(client_id, stats, round_idx, enrolled_n)
     validate_delta(delta, global_adapter)
+
+
+@functools.lru_cache(maxsize=8)
+def _encoded_nbytes(signature: tuple[tuple[str, tuple[int, ...]], ...], encoding: Encoding) -> int:
+    return len(encode({k: torch.zeros(shape) for k, shape in signature}, encoding))
+
+
+def expected_delta_nbytes(global_adapter: Adapter, encoding: Encoding) -> int:
+    """The exact size of a delta of this layout in this encoding (the header does not depend on values)."""
+    signature = tuple((k, tuple(global_adapter[k].shape)) for k in sorted(global_adapter))
+    return _encoded_nbytes(signature, encoding)

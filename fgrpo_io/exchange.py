@@ -8,19 +8,16 @@ or read is kept (the last few rounds) and served again without touching the stor
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 from dataclasses import dataclass
-
-import torch
 
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.deltas import Encoding, decode, encode
 from fgrpo_core.errors import DeltaValidationError, FgrpoError
 from fgrpo_core.manifest import ClientManifest, GlobalManifest, check_sha256, config_hash, sha256_hex
 from fgrpo_core.types import Adapter, ClientStats, RoundResult, ServerState
-from fgrpo_core.update_checks import Expected, check_envelope
+from fgrpo_core.update_checks import Expected, check_envelope, expected_delta_nbytes
 from fgrpo_io import layout
 from fgrpo_io.store import (
     ObjectExistsError,
@@ -208,17 +205,6 @@ def write_client_delta(
     _put_once(store, key, data)
     put_json(store, mkey, manifest.model_dump(mode="json"))
     return manifest
-
-
-@functools.lru_cache(maxsize=8)
-def _encoded_nbytes(signature: tuple[tuple[str, tuple[int, ...]], ...], encoding: Encoding) -> int:
-    return len(encode({k: torch.zeros(shape) for k, shape in signature}, encoding))
-
-
-def expected_delta_nbytes(global_adapter: Adapter, encoding: Encoding) -> int:
-    """The exact size of a delta of this layout in this encoding (the header does not depend on values)."""
-    signature = tuple((k, tuple(global_adapter[k].shape)) for k in sorted(global_adapter))
-    return _encoded_nbytes(signature, encoding)
 
 
 def expected_update(

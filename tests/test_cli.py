@@ -94,7 +94,7 @@ def test_report_of_an_unknown_experiment_fails_before_mlflow_loads(tmp_path: Pat
     assert result.returncode == 0, result.stderr
     first, message = result.stdout.split("\n", 1)
     assert first == "1 False False"
-    assert "no round reports of experiment 'nonexist'" in message
+    assert "no round results of experiment 'nonexist'" in message
     assert time.monotonic() - started < 30
 
 

@@ -131,7 +131,9 @@ def test_registry_unknown_name_lists_valid_names_and_dotted_paths() -> None:
         get_reward("tests.test_families_rewards:missing")
 
 
-@pytest.mark.parametrize("path", ["tests.test_families_rewards:my_reward", "tests.test_families_rewards.my_reward"])
+@pytest.mark.parametrize(
+    "path", ["tests.test_families_rewards:my_reward", "tests.test_families_rewards.my_reward"]
+)
 def test_registry_loads_dotted_path(path: str) -> None:
     # Execute
     fn = get_reward(path)

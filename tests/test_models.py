@@ -50,7 +50,9 @@ def _logits(model: torch.nn.Module, text: str) -> torch.Tensor:
         return model(input_ids=ids).logits
 
 
-def test_tiny_model_builds_offline_reloads_from_cache_and_is_intermediate(tiny_settings: ModelSettings) -> None:
+def test_tiny_model_builds_offline_reloads_from_cache_and_is_intermediate(
+    tiny_settings: ModelSettings,
+) -> None:
     # Prepare / Execute: the first call warms up and caches, the second reads the cache.
     first, tokenizer = load_base_model(tiny_settings, FAMILIES)
     cached = list(Path(tiny_settings.cache_dir).glob(f"{tiny_settings.model_id}-*"))
@@ -64,7 +66,9 @@ def test_tiny_model_builds_offline_reloads_from_cache_and_is_intermediate(tiny_s
     assert reloaded_tokenizer.decode(reloaded_tokenizer.encode("12+3=15\n")) == "12+3=15\n"
     assert not any(p.requires_grad for p in second.parameters())
     # Assert: greedy accuracy is neither 0 nor 1, so GRPO groups are not all equal.
-    bundle = ModelBundle(build_peft_model(second, LoraSettings()), reloaded_tokenizer, False, "t", torch.device("cpu"))
+    bundle = ModelBundle(
+        build_peft_model(second, LoraSettings()), reloaded_tokenizer, False, "t", torch.device("cpu")
+    )
     examples = [ex for f in FAMILIES for ex in generate_examples(f, 50, random.Random(5))]
     accuracy = evaluate(bundle, examples, exact, EvaluationSettings()).accuracy
     assert 0.1 <= accuracy <= 0.7, accuracy  # measured 0.22 (add1 0.18, mul1 0.26)

@@ -141,7 +141,7 @@ def test_unknown_experiment_is_an_error_naming_the_store(tmp_path: Path) -> None
     result = CliRunner().invoke(app, ["report", "nope", "--store-root", str(tmp_path)])
     # Assert
     assert result.exit_code == 1
-    assert "no round reports of experiment 'nope'" in result.output
+    assert "no round results of experiment 'nope'" in result.output
 
 
 def test_report_needs_a_store(tmp_path: Path) -> None:

@@ -63,15 +63,28 @@ def test_grpo_steps_change_lora_only_and_stats_match_reference(
     bundle, global_adapter = bundle_and_global
     data = _client("mul1", n_train=32, n_val=24, seed=3)
     grpo = GrpoSettings(
-        local_steps=3, learning_rate=1e-2, num_generations=8, per_device_train_batch_size=16, max_completion_length=4
+        local_steps=3,
+        learning_rate=1e-2,
+        num_generations=8,
+        per_device_train_batch_size=16,
+        max_completion_length=4,
     )
     evaluation = EvaluationSettings(max_new_tokens=6, batch_size=8)
     base_before = {n: p.detach().clone() for n, p in bundle.model.named_parameters() if "lora_" not in n}
     reported: list[tuple[int, int, float]] = []
     # Execute
     result = train_client(
-        bundle, global_adapter, data, partial_credit, (0.0, 10.0), grpo, evaluation,
-        round_idx=2, seed=0, output_dir=tmp_path, progress=lambda s, m, r: reported.append((s, m, r)),
+        bundle,
+        global_adapter,
+        data,
+        partial_credit,
+        (0.0, 10.0),
+        grpo,
+        evaluation,
+        round_idx=2,
+        seed=0,
+        output_dir=tmp_path,
+        progress=lambda s, m, r: reported.append((s, m, r)),
     )
     post = evaluate(bundle, data.val, partial_credit, evaluation, (0.0, 10.0))
     trained_in_model = get_adapter(bundle.model)
@@ -110,8 +123,16 @@ def test_freeze_a_and_kl_keep_a_fixed_and_leave_one_adapter(cfg: ExperimentConfi
     grpo = GrpoSettings(local_steps=2, learning_rate=1e-2, beta=0.05, per_device_train_batch_size=16)
     # Execute
     result = train_client(
-        bundle, start, _client("add1", 8, 4, seed=1), exact, (0.0, 1.0), grpo, EvaluationSettings(),
-        round_idx=0, seed=0, output_dir=tmp_path,
+        bundle,
+        start,
+        _client("add1", 8, 4, seed=1),
+        exact,
+        (0.0, 1.0),
+        grpo,
+        EvaluationSettings(),
+        round_idx=0,
+        seed=0,
+        output_dir=tmp_path,
     )
     # Assert
     a_keys = [k for k in start if ".lora_A." in k]
@@ -129,12 +150,24 @@ def test_grpo_raises_the_validation_reward_of_a_tiny_model(
     bundle, global_adapter = bundle_and_global
     data = _client("add1", n_train=64, n_val=64, seed=1)
     grpo = GrpoSettings(
-        local_steps=60, learning_rate=2e-3, num_generations=8, per_device_train_batch_size=32, max_completion_length=4
+        local_steps=60,
+        learning_rate=2e-3,
+        num_generations=8,
+        per_device_train_batch_size=32,
+        max_completion_length=4,
     )
     # Execute
     result = train_client(
-        bundle, global_adapter, data, exact, (0.0, 1.0), grpo, EvaluationSettings(),
-        round_idx=0, seed=0, output_dir=tmp_path,
+        bundle,
+        global_adapter,
+        data,
+        exact,
+        (0.0, 1.0),
+        grpo,
+        EvaluationSettings(),
+        round_idx=0,
+        seed=0,
+        output_dir=tmp_path,
     )
     # Assert: the GRPO objective, the sampled training reward, rises: measured on this seed
     # 0.25 (first quarter of the steps) -> 0.40 (last quarter). Greedy validation accuracy of this
@@ -170,7 +203,9 @@ def test_a_client_mixing_families_scores_each_prompt_with_its_family_reward(
     settings = mixed.evaluation
     by_family = {
         "add1": evaluate(bundle, [e for e in val if e.family == "add1"], exact, settings, (0.0, 1.0)),
-        "mul1": evaluate(bundle, [e for e in val if e.family == "mul1"], partial_credit, settings, (0.0, 10.0)),
+        "mul1": evaluate(
+            bundle, [e for e in val if e.family == "mul1"], partial_credit, settings, (0.0, 10.0)
+        ),
     }
     reference = sum(sum(r.rewards) for r in by_family.values()) / len(val)
     assert update.stats.r_pre == pytest.approx(reference)

@@ -14,7 +14,13 @@ from fgrpo_core.deltas import encode
 from fgrpo_core.errors import DeltaValidationError
 from fgrpo_core.manifest import ClientManifest
 from fgrpo_core.types import ClientStats
-from fgrpo_core.update_checks import Expected, check_envelope, check_stats, check_update
+from fgrpo_core.update_checks import (
+    Expected,
+    check_envelope,
+    check_stats,
+    check_update,
+    expected_delta_nbytes,
+)
 from fgrpo_io import exchange
 from fgrpo_io.store import LocalStore, ObjectTooLargeError
 
@@ -93,7 +99,7 @@ def test_the_expected_size_is_exact_and_a_lie_about_it_is_refused() -> None:
         for enc in ("float32", "bfloat16", "int8")
     }
     # Execute
-    expected = {enc: exchange.expected_delta_nbytes(LAYOUT, enc) for enc in sizes}  # type: ignore[arg-type]
+    expected = {enc: expected_delta_nbytes(LAYOUT, enc) for enc in sizes}  # type: ignore[arg-type]
     # Assert: values do not change a safetensors file's size; a claim of 10 bytes is refused.
     assert expected == sizes
     with pytest.raises(DeltaValidationError, match="claims 10 bytes") as caught:

@@ -50,7 +50,9 @@ def crash_and_hang(
     raw = tiny_config(Path(round1.cfg.model.cache_dir), out)
     raw["name"] = "tiny-crash-hang"
     raw["clients"][0]["reward"] = "tests.fault_hooks.crashing_exact"
+    raw["clients"][0]["reward_range"] = [0.0, 1.0]  # the exact reward it wraps
     raw["clients"][2]["reward"] = "tests.fault_hooks.hanging_exact"
+    raw["clients"][2]["reward_range"] = [0.0, 1.0]  # the exact reward it wraps
     # Well above an honest client's time on this machine (the round waits that long for owner-c).
     timeout = max(8.0, 3 * round1.slowest_client_s + 5)
     raw["federation"] = {"rounds": 1, "min_clients": 1, "round_timeout_s": timeout, "max_parallel_clients": 3}
@@ -138,6 +140,7 @@ def test_round_below_quorum_fails_cleanly_through_the_flow(
     raw["name"] = "tiny-quorum"
     raw["clients"] = raw["clients"][:2]
     raw["clients"][0]["reward"] = "tests.fault_hooks.crashing_exact"
+    raw["clients"][0]["reward_range"] = [0.0, 1.0]  # the exact reward it wraps
     raw["federation"] = {"rounds": 1, "min_clients": 2}
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     raw["tracking"] = {"enabled": True, "tracking_uri": uri}

@@ -98,6 +98,7 @@ def test_s3_outage_mid_round_is_carried_by_retries(
     raw = tiny_config(Path(round1.cfg.model.cache_dir), tmp_path)
     raw["name"] = "tiny-outage"
     raw["clients"][0]["reward"] = "tests.fault_hooks.outage_exact"
+    raw["clients"][0]["reward_range"] = [0.0, 1.0]  # the exact reward it wraps
     raw["federation"] = {"rounds": 1, "min_clients": 3}
     raw["store"] = {"kind": "s3", "bucket": "fgrpo-flaky", "prefix": "fgrpo"}
     raw["tracking"] = {"enabled": False}
