@@ -24,6 +24,7 @@ from fgrpo_core.config import AggregationSettings
 from fgrpo_core.deltas import check_layout, delta_norm
 from fgrpo_core.errors import AggregationError, DeltaValidationError
 from fgrpo_core.gains import client_gain, updated_history
+from fgrpo_core.screening import NormBound, tightest
 from fgrpo_core.types import Adapter, ClientStats, ClientWeight, ServerState
 
 _SUM_TOLERANCE = 1e-9
@@ -264,38 +265,44 @@ class NormScreen:
     median: float
     clipped: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)  # client id -> reason
+    clip_reasons: dict[str, str] = field(default_factory=dict)  # client id -> reason
 
 
 def screen_norms(
-    deltas: Mapping[str, Adapter], max_ratio: float, action: Literal["clip", "reject"]
+    deltas: Mapping[str, Adapter],
+    max_ratio: float,
+    action: Literal["clip", "reject"],
+    bounds: Sequence[NormBound] = (),
 ) -> NormScreen:
-    """Clip (to max_ratio x median) or reject every delta whose norm exceeds max_ratio x median.
+    """Clip (to the limit) or reject every delta whose norm exceeds the tightest bound.
 
-    The median is over all of the round's norms, the outlier included: with 1 or 2 clients it
-    cannot single one out (with two, the median is their mean), so screening needs >= 3. A zero
-    median (half the clients did not move) gives no scale to compare with: nothing is screened.
+    The round's bound is max_ratio x the median over all of the round's norms, the outlier
+    included: with 1 or 2 clients it cannot single one out (with two, the median is their mean),
+    and a zero median (half the clients did not move) gives no scale. ``bounds`` are the ones an
+    owner cannot move (fgrpo_core.screening.fixed_bounds: earlier rounds, the global adapter);
+    they work at any K.
     """
     if not deltas:
         raise AggregationError("no deltas to screen")
     client_ids = sorted(deltas)
     norms = {cid: delta_norm(deltas[cid]) for cid in client_ids}
     median = float(np.median([norms[cid] for cid in client_ids]))
-    limit = max_ratio * median
+    round_bound = NormBound("median", median, max_ratio, "aggregation.max_delta_norm_ratio")
+    bound = tightest([*([round_bound] if median > 0.0 else []), *bounds])
 
     kept: dict[str, Adapter] = {}
     clipped: list[str] = []
     rejected: dict[str, str] = {}
+    clip_reasons: dict[str, str] = {}
     for cid in client_ids:
         norm = norms[cid]
-        if median <= 0.0 or norm <= limit:
+        if bound is None or norm <= bound.limit:
             kept[cid] = deltas[cid]
         elif action == "reject":
-            rejected[cid] = (
-                f"norm {norm:.4g} > {max_ratio} x median {median:.4g} (aggregation.max_delta_norm_ratio): "
-                "the client's local steps diverged or its update was scaled"
-            )
+            rejected[cid] = bound.reject_reason(norm)
         else:
-            factor = limit / norm
+            factor = bound.limit / norm
             kept[cid] = {key: tensor * factor for key, tensor in deltas[cid].items()}
             clipped.append(cid)
-    return NormScreen(kept=kept, norms=norms, median=median, clipped=clipped, rejected=rejected)
+            clip_reasons[cid] = bound.clip_reason(norm)
+    return NormScreen(kept, norms, median, clipped, rejected, clip_reasons)

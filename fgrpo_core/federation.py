@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fgrpo_core import rewards
+from fgrpo_core import rewards, screening
 from fgrpo_core.aggregation import compute_weights, screen_norms
 from fgrpo_core.client_rewards import client_reward, family_dispatch
 from fgrpo_core.config import ClientSpec, ExperimentConfig
-from fgrpo_core.deltas import apply_delta, subtract
+from fgrpo_core.deltas import apply_delta, delta_norm, subtract
 from fgrpo_core.errors import ConfigError, DeltaValidationError, QuorumError
 from fgrpo_core.evaluate import evaluate
 from fgrpo_core.families import Example, get_family
@@ -187,8 +187,12 @@ def aggregate_round(
             continue
         valid[cid] = updates[cid]
 
+    # Hook (fgrpo_core/screening.py): bounds fixed before the round, so screening works at any K.
+    bounds = screening.fixed_bounds(state.norm_history, delta_norm(global_adapter), agg)
     screen = (
-        screen_norms({c: u.delta for c, u in valid.items()}, agg.max_delta_norm_ratio, agg.norm_action)
+        screen_norms(
+            {c: u.delta for c, u in valid.items()}, agg.max_delta_norm_ratio, agg.norm_action, bounds
+        )
         if valid
         else None
     )
@@ -216,7 +220,10 @@ def aggregate_round(
     weight_rows, new_state = compute_weights(stats, state, agg)
     weights = {r.client_id: r.weight for r in weight_rows}
     new_adapter = apply_round(global_adapter, kept, weights, agg)  # weighted sum, or median/trimmed mean
-    new_state = new_state.model_copy(update={"round": round_idx})
+    history = screening.next_norm_history(
+        state.norm_history, (delta_norm(kept[c]) for c in sorted(kept)), agg.norm_history_rounds
+    )
+    new_state = new_state.model_copy(update={"round": round_idx, "norm_history": history})
 
     sizes = dict(delta_bytes or {})
     norms = screen.norms if screen else {}
@@ -226,12 +233,7 @@ def aggregate_round(
             **w.model_dump(),
             accepted=True,
             clipped=w.client_id in clipped,
-            reason=(
-                f"norm clipped: {norms[w.client_id]:.4g} -> {agg.max_delta_norm_ratio:g} x median "
-                f"{screen.median:.4g}"
-                if screen is not None and w.client_id in clipped
-                else ""
-            ),
+            reason=screen.clip_reasons.get(w.client_id, "") if screen is not None else "",
             delta_norm=norms[w.client_id],
             delta_bytes=sizes.get(w.client_id, 0),
             reported_r_post=valid[w.client_id].stats.r_post,

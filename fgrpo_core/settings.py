@@ -175,7 +175,22 @@ class AggregationSettings(_Strict):
         5.0, gt=1.0, description="A delta whose norm exceeds this times the round's median is handled."
     )
     norm_action: Literal["clip", "reject"] = Field(
-        "clip", description="What happens to a delta above max_delta_norm_ratio x median norm."
+        "clip", description="What happens to a delta above the tightest norm bound (clip to it or reject)."
+    )
+    max_delta_history_ratio: float = Field(
+        10.0,
+        gt=1.0,
+        description="A delta whose norm exceeds this times the median accepted norm of earlier "
+        "rounds is handled (a bound no owner of this round can move; fgrpo_core/screening.py).",
+    )
+    norm_history_rounds: int = Field(
+        8, ge=0, description="Earlier committed rounds whose median accepted norm is remembered (0: none)."
+    )
+    max_delta_global_ratio: float = Field(
+        1.0,
+        gt=0.0,
+        description="A delta whose norm exceeds this times the global adapter's own norm is handled "
+        "(works from round 1 and when the round's median is 0).",
     )
     gain_source: Literal["reported", "server_probe"] = Field(
         "reported",

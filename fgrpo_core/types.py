@@ -62,6 +62,10 @@ class ServerState(BaseModel):
     round: int = Field(0, ge=0, description="Rounds committed so far.")
     clients: dict[str, ClientHistory] = Field(default_factory=dict)
     global_key: str | None = Field(None, description="Store key of the current global adapter.")
+    norm_history: list[float] = Field(
+        default_factory=list,
+        description="Median accepted delta norm of each of the last committed rounds (norm screening).",
+    )
 
 
 class ClientWeight(BaseModel):

@@ -54,7 +54,7 @@ def test_scaled_delta_is_clipped_to_the_median_bound_or_rejected(round1: Round1,
     scaled = {k: 100 * v for k, v in round1.honest["owner-b"].delta.items()}
     updates = replace_update(round1, "owner-b", delta=scaled)
     cfg = round1.config(aggregation={"norm_action": action})
-    unscreened = round1.config(aggregation={"max_delta_norm_ratio": 1e9})
+    unscreened = round1.config(aggregation={"max_delta_norm_ratio": 1e9, "max_delta_global_ratio": 1e9})
     # Execute
     outcome = round1.aggregate(updates, cfg)
     control = round1.aggregate(updates, unscreened)

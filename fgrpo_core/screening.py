@@ -1,0 +1,91 @@
+"""Norm bounds that one owner cannot move (SPEC §5): screening that works at any K.
+
+The round's median norm (``aggregation.screen_norms``) includes every delta of the round: with two
+deltas it is their mean, and a zero median (honest owners whose groups were all-equal upload exact
+zeros) screens nothing. So each delta is also bounded by references fixed before the round:
+
+- ``history``: the median, over the last ``aggregation.norm_history_rounds`` committed rounds, of
+  each round's median accepted norm (after clipping). It lives in ``ServerState.norm_history``.
+- ``global``: the norm of the global adapter the round starts from (a LoRA adapter's A matrices are
+  never zero, so theta_0 already gives a scale).
+
+The tightest active bound decides; a bound whose reference is 0 is inactive. An owner who takes
+part in every round can still raise the history by at most its share of each round's median, after
+its own delta was held to the bound: the growth per round is bounded, never a jump to 1e30.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fgrpo_core.settings import AggregationSettings
+
+
+@dataclass(frozen=True)
+class NormBound:
+    """A delta's norm may not exceed ``ratio x reference``; ``what`` and ``setting`` name it."""
+
+    what: str
+    reference: float
+    ratio: float
+    setting: str
+
+    @property
+    def limit(self) -> float:
+        return self.ratio * self.reference
+
+    def reject_reason(self, norm: float) -> str:
+        return (
+            f"norm {norm:.4g} > {self.ratio} x {self.what} {self.reference:.4g} ({self.setting}): "
+            "the client's local steps diverged or its update was scaled"
+        )
+
+    def clip_reason(self, norm: float) -> str:
+        return f"norm clipped: {norm:.4g} -> {self.ratio:g} x {self.what} {self.reference:.4g}"
+
+
+def fixed_bounds(
+    history: Sequence[float], global_norm: float, settings: AggregationSettings
+) -> list[NormBound]:
+    """The bounds known before the round starts (no delta of this round moves them)."""
+    bounds = []
+    past = [h for h in history[-settings.norm_history_rounds :] if h > 0.0 and math.isfinite(h)]
+    if past and settings.norm_history_rounds > 0:
+        bounds.append(
+            NormBound(
+                "median of earlier rounds",
+                float(np.median(past)),
+                settings.max_delta_history_ratio,
+                "aggregation.max_delta_history_ratio",
+            )
+        )
+    if global_norm > 0.0 and math.isfinite(global_norm):
+        bounds.append(
+            NormBound(
+                "global adapter norm",
+                global_norm,
+                settings.max_delta_global_ratio,
+                "aggregation.max_delta_global_ratio",
+            )
+        )
+    return bounds
+
+
+def tightest(bounds: Iterable[NormBound]) -> NormBound | None:
+    """The bound with the smallest limit (the first on ties), or None when there is none."""
+    active = sorted(bounds, key=lambda b: b.limit)
+    return active[0] if active else None
+
+
+def next_norm_history(history: Sequence[float], accepted_norms: Iterable[float], keep: int) -> list[float]:
+    """``history`` plus this round's median accepted norm, the last ``keep`` rounds only."""
+    norms = list(accepted_norms)
+    if keep <= 0:
+        return []
+    if not norms:
+        return list(history)[-keep:]
+    return [*history, float(np.median(norms))][-keep:]
