@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import torch
 
 from fgrpo_core.config import AggregationSettings
-from fgrpo_core.deltas import check_layout, delta_norm
+from fgrpo_core.deltas import check_layout
 from fgrpo_core.errors import AggregationError, DeltaValidationError
 from fgrpo_core.gains import client_gain, updated_history
-from fgrpo_core.screening import NormBound, tightest
 from fgrpo_core.types import Adapter, ClientStats, ClientWeight, ServerState
 
 _SUM_TOLERANCE = 1e-9
@@ -251,58 +249,3 @@ def aggregate_deltas(
                 merged.add_(deltas[cid][key], alpha=alpha)
             new_adapter[key] = merged.to(torch.float32)  # a float64 delta would promote
     return new_adapter
-
-
-# --- norm screening (SPEC §5) ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NormScreen:
-    """Outcome of screening a round's deltas by norm."""
-
-    kept: dict[str, Adapter]  # clipped where needed; rejected ones are absent
-    norms: dict[str, float]  # norm as received
-    median: float
-    clipped: list[str] = field(default_factory=list)
-    rejected: dict[str, str] = field(default_factory=dict)  # client id -> reason
-    clip_reasons: dict[str, str] = field(default_factory=dict)  # client id -> reason
-
-
-def screen_norms(
-    deltas: Mapping[str, Adapter],
-    max_ratio: float,
-    action: Literal["clip", "reject"],
-    bounds: Sequence[NormBound] = (),
-) -> NormScreen:
-    """Clip (to the limit) or reject every delta whose norm exceeds the tightest bound.
-
-    The round's bound is max_ratio x the median over all of the round's norms, the outlier
-    included: with 1 or 2 clients it cannot single one out (with two, the median is their mean),
-    and a zero median (half the clients did not move) gives no scale. ``bounds`` are the ones an
-    owner cannot move (fgrpo_core.screening.fixed_bounds: earlier rounds, the global adapter);
-    they work at any K.
-    """
-    if not deltas:
-        raise AggregationError("no deltas to screen")
-    client_ids = sorted(deltas)
-    norms = {cid: delta_norm(deltas[cid]) for cid in client_ids}
-    median = float(np.median([norms[cid] for cid in client_ids]))
-    round_bound = NormBound("median", median, max_ratio, "aggregation.max_delta_norm_ratio")
-    bound = tightest([*([round_bound] if median > 0.0 else []), *bounds])
-
-    kept: dict[str, Adapter] = {}
-    clipped: list[str] = []
-    rejected: dict[str, str] = {}
-    clip_reasons: dict[str, str] = {}
-    for cid in client_ids:
-        norm = norms[cid]
-        if bound is None or norm <= bound.limit:
-            kept[cid] = deltas[cid]
-        elif action == "reject":
-            rejected[cid] = bound.reject_reason(norm)
-        else:
-            factor = bound.limit / norm
-            kept[cid] = {key: tensor * factor for key, tensor in deltas[cid].items()}
-            clipped.append(cid)
-            clip_reasons[cid] = bound.clip_reason(norm)
-    return NormScreen(kept, norms, median, clipped, rejected, clip_reasons)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from fgrpo_core import rewards, screening
-from fgrpo_core.aggregation import compute_weights, screen_norms
+from fgrpo_core.aggregation import compute_weights
 from fgrpo_core.client_rewards import client_reward, family_dispatch
 from fgrpo_core.config import ClientSpec, ExperimentConfig
 from fgrpo_core.deltas import apply_delta, delta_norm, subtract
@@ -23,6 +23,7 @@ from fgrpo_core.families import Example, get_family
 from fgrpo_core.models import ModelBundle, set_adapter
 from fgrpo_core.partition import ClientData, client_data
 from fgrpo_core.robust import apply_round
+from fgrpo_core.screening import screen_norms
 from fgrpo_core.trainer import train_client
 from fgrpo_core.types import Adapter, ClientStats, FamilyScore, GlobalEval, RoundRow, ServerState
 from fgrpo_core.update_checks import check_update

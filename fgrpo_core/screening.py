@@ -1,6 +1,6 @@
 """Norm bounds that one owner cannot move (SPEC §5): screening that works at any K.
 
-The round's median norm (``aggregation.screen_norms``) includes every delta of the round: with two
+The round's median norm (``screen_norms`` below) includes every delta of the round: with two
 deltas it is their mean, and a zero median (honest owners whose groups were all-equal upload exact
 zeros) screens nothing. So each delta is also bounded by references fixed before the round:
 
@@ -17,12 +17,16 @@ its own delta was held to the bound: the growth per round is bounded, never a ju
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
+from fgrpo_core.deltas import delta_norm
+from fgrpo_core.errors import AggregationError
 from fgrpo_core.settings import AggregationSettings
+from fgrpo_core.types import Adapter
 
 
 @dataclass(frozen=True)
@@ -89,3 +93,58 @@ def next_norm_history(history: Sequence[float], accepted_norms: Iterable[float],
     if not norms:
         return list(history)[-keep:]
     return [*history, float(np.median(norms))][-keep:]
+
+
+# --- norm screening (SPEC §5) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NormScreen:
+    """Outcome of screening a round's deltas by norm."""
+
+    kept: dict[str, Adapter]  # clipped where needed; rejected ones are absent
+    norms: dict[str, float]  # norm as received
+    median: float
+    clipped: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)  # client id -> reason
+    clip_reasons: dict[str, str] = field(default_factory=dict)  # client id -> reason
+
+
+def screen_norms(
+    deltas: Mapping[str, Adapter],
+    max_ratio: float,
+    action: Literal["clip", "reject"],
+    bounds: Sequence[NormBound] = (),
+) -> NormScreen:
+    """Clip (to the limit) or reject every delta whose norm exceeds the tightest bound.
+
+    The round's bound is max_ratio x the median over all of the round's norms, the outlier
+    included: with 1 or 2 clients it cannot single one out (with two, the median is their mean),
+    and a zero median (half the clients did not move) gives no scale. ``bounds`` are the ones an
+    owner cannot move (fgrpo_core.screening.fixed_bounds: earlier rounds, the global adapter);
+    they work at any K.
+    """
+    if not deltas:
+        raise AggregationError("no deltas to screen")
+    client_ids = sorted(deltas)
+    norms = {cid: delta_norm(deltas[cid]) for cid in client_ids}
+    median = float(np.median([norms[cid] for cid in client_ids]))
+    round_bound = NormBound("median", median, max_ratio, "aggregation.max_delta_norm_ratio")
+    bound = tightest([*([round_bound] if median > 0.0 else []), *bounds])
+
+    kept: dict[str, Adapter] = {}
+    clipped: list[str] = []
+    rejected: dict[str, str] = {}
+    clip_reasons: dict[str, str] = {}
+    for cid in client_ids:
+        norm = norms[cid]
+        if bound is None or norm <= bound.limit:
+            kept[cid] = deltas[cid]
+        elif action == "reject":
+            rejected[cid] = bound.reject_reason(norm)
+        else:
+            factor = bound.limit / norm
+            kept[cid] = {key: tensor * factor for key, tensor in deltas[cid].items()}
+            clipped.append(cid)
+            clip_reasons[cid] = bound.clip_reason(norm)
+    return NormScreen(kept, norms, median, clipped, rejected, clip_reasons)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from fgrpo_core.aggregation import accumulation_error_factor, aggregate_deltas, screen_norms
+from fgrpo_core.aggregation import accumulation_error_factor, aggregate_deltas
 from fgrpo_core.deltas import delta_norm
 from fgrpo_core.errors import AggregationError
+from fgrpo_core.screening import screen_norms
 from fgrpo_core.types import Adapter
 from tests.aggregation_helpers import Q_A, Q_B, make_adapter
 

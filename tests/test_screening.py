@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from fgrpo_core.aggregation import screen_norms
 from fgrpo_core.config import AggregationSettings
 from fgrpo_core.deltas import delta_norm
-from fgrpo_core.screening import NormBound, fixed_bounds, next_norm_history, tightest
+from fgrpo_core.screening import NormBound, fixed_bounds, next_norm_history, screen_norms, tightest
 from fgrpo_core.types import Adapter
 
 
