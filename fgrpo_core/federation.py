@@ -21,7 +21,7 @@ from fgrpo_core.errors import ConfigError, DeltaValidationError, QuorumError
 from fgrpo_core.evaluate import evaluate
 from fgrpo_core.families import Example, get_family
 from fgrpo_core.models import ModelBundle, set_adapter
-from fgrpo_core.partition import ClientData, client_data
+from fgrpo_core.partition import ClientData, client_data, eval_sets
 from fgrpo_core.robust import apply_round
 from fgrpo_core.screening import screen_norms
 from fgrpo_core.trainer import train_client
@@ -138,6 +138,21 @@ def probe_stats(
             "reward_hi": lo_hi[1],
         }
     )
+
+
+def server_probe(
+    bundle: ModelBundle, global_adapter: Adapter, cfg: ExperimentConfig
+) -> Callable[[str, ClientUpdate], ClientStats] | None:
+    """The coordinator's probe of each update for ``aggregate_round`` (None unless server_probe)."""
+    if cfg.aggregation.gain_source != "server_probe":
+        return None
+    probes = eval_sets(cfg).probe
+    families = {c.id: sorted({e.family for e in client_data(cfg, c.id).val}) for c in cfg.clients}
+
+    def probe(cid: str, update: ClientUpdate) -> ClientStats:
+        return probe_stats(bundle, global_adapter, update, families[cid], probes, cfg)
+
+    return probe
 
 
 # --- the coordinator's side (SPEC §1 coordinator steps 1-3, §5 validation) ----------------------

@@ -19,11 +19,11 @@ from fgrpo_core.federation import (
     aggregate_round,
     client_update,
     evaluate_families,
-    probe_stats,
+    server_probe,
 )
 from fgrpo_core.models import get_adapter, load_bundle
-from fgrpo_core.partition import client_data, eval_sets
-from fgrpo_core.types import Adapter, ClientStats, GlobalEval, RoundRow, ServerState
+from fgrpo_core.partition import eval_sets
+from fgrpo_core.types import Adapter, GlobalEval, RoundRow, ServerState
 
 # (round, client id, step, max steps, latest reward)
 RunnerProgress = Callable[[int, str, int, int, float], None]
@@ -70,7 +70,6 @@ def run_in_process(
     global_adapter = get_adapter(bundle.model)
     state = ServerState()
     sets = eval_sets(cfg)
-    client_families = {c.id: sorted({e.family for e in client_data(cfg, c.id).val}) for c in cfg.clients}
 
     t0 = time.perf_counter()
     initial = evaluate_families(bundle, global_adapter, sets.eval, cfg)
@@ -95,13 +94,16 @@ def run_in_process(
             delta, sizes[spec.id] = transport(update.delta, cfg)
             updates[spec.id] = ClientUpdate(delta=delta, stats=update.stats)
 
-        def probe(cid: str, upd: ClientUpdate, _global: Adapter = global_adapter) -> ClientStats:
-            return probe_stats(bundle, _global, upd, client_families[cid], sets.probe, cfg)
-
-        use_probe = cfg.aggregation.gain_source == "server_probe"
         t0 = time.perf_counter()
         outcome = aggregate_round(
-            global_adapter, updates, {}, state, cfg, round_idx, sizes, probe if use_probe else None
+            global_adapter,
+            updates,
+            {},
+            state,
+            cfg,
+            round_idx,
+            sizes,
+            server_probe(bundle, global_adapter, cfg),
         )
         timings["aggregate_s"] += time.perf_counter() - t0
         global_adapter, state = outcome.adapter, outcome.state

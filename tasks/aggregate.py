@@ -7,9 +7,8 @@ from prefect import task
 from fgrpo_core.commit_gate import gate_reason
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.errors import DeltaValidationError
-from fgrpo_core.federation import ClientUpdate, aggregate_round, probe_stats
-from fgrpo_core.partition import client_data, eval_sets
-from fgrpo_core.types import Candidate, ClientStats, EvalSummary, RoundResult, ServerState
+from fgrpo_core.federation import ClientUpdate, aggregate_round, server_probe
+from fgrpo_core.types import Candidate, EvalSummary, RoundResult, ServerState
 from fgrpo_io import exchange, layout, runtime
 from fgrpo_io.ledger import Ledger
 from fgrpo_io.timing import timed
@@ -68,16 +67,8 @@ def aggregate_task(
         sizes[cid] = manifest.nbytes
 
     with runtime.borrowed_bundle(cfg) as bundle:
-        probes = eval_sets(cfg).probe
-
-        def probe(cid: str, upd: ClientUpdate) -> ClientStats:
-            families = sorted({e.family for e in client_data(cfg, cid).val})
-            return probe_stats(bundle, global_adapter, upd, families, probes, cfg)
-
-        use_probe = cfg.aggregation.gain_source == "server_probe"
-        outcome = aggregate_round(
-            global_adapter, updates, failures, state, cfg, round_idx, sizes, probe if use_probe else None
-        )
+        probe = server_probe(bundle, global_adapter, cfg)
+        outcome = aggregate_round(global_adapter, updates, failures, state, cfg, round_idx, sizes, probe)
     key, sha, nbytes = exchange.write_global_adapter(store, ident, round_idx, outcome.adapter)
     return Candidate(
         round=round_idx,
