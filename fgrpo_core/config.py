@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 from fgrpo_core.errors import ConfigError
 from fgrpo_core.lora_targets import check_on_disk
 from fgrpo_core.settings import (
+    EXPERIMENT_PATTERN,
     AggregationSettings,
     ClientSpec,
     DataSettings,
@@ -51,9 +52,7 @@ __all__ = [
 class ExperimentConfig(_Strict):
     """A whole federated experiment."""
 
-    name: str = Field(
-        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$", description="Experiment name; store prefix."
-    )
+    name: str = Field(pattern=EXPERIMENT_PATTERN, description="Experiment name; store prefix.")
     seed: int = Field(0, description="Master seed of training (sampling, dropout).")
     output_dir: str = Field("runs", description="Folder for local outputs (MLflow db, reports).")
     model: ModelSettings = Field(default_factory=ModelSettings)

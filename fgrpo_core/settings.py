@@ -8,6 +8,7 @@ live here: they come from the environment.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -22,6 +23,10 @@ __all__ = ["CLIENT_ID_PATTERN", "ClientSpec", "ModelSettings", "_Strict"]
 
 # PEFT's shorthand: every linear layer except the output head.
 ALL_LINEAR: Literal["all-linear"] = "all-linear"
+# An experiment name; also a store key segment (fgrpo_io/layout.py checks keys with the same one).
+EXPERIMENT_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$"
+# One store prefix segment: no empty, "." or ".." segments, nothing that escapes a folder.
+PREFIX_SEGMENT_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
 
 
 class LoraSettings(_Strict):
@@ -255,6 +260,18 @@ class StoreSettings(_Strict):
     root: str = Field("runs/store", description="Folder of the local store.")
     bucket: str = Field("fgrpo", min_length=3, description="S3 bucket.")
     prefix: str = Field("fgrpo", description="Key prefix inside the bucket or folder.")
+
+    @field_validator("prefix")
+    @classmethod
+    def _safe_prefix(cls, value: str) -> str:
+        bad = [s for s in value.split("/") if not re.fullmatch(PREFIX_SEGMENT_PATTERN, s)] if value else []
+        if bad:
+            raise ValueError(
+                f"store.prefix {value!r} has segments {bad}: each '/'-separated segment must match "
+                f"{PREFIX_SEGMENT_PATTERN} (no '', '.' or '..'); use '' for no prefix"
+            )
+        return value
+
     endpoint_url: str | None = Field(
         None, description="S3 endpoint (MinIO, moto); overridden by FGRPO_S3_ENDPOINT_URL."
     )

@@ -14,13 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from fgrpo_core.settings import CLIENT_ID_PATTERN
+# One definition with the config's validation (a bad prefix fails at validate-config time).
+from fgrpo_core.settings import CLIENT_ID_PATTERN, EXPERIMENT_PATTERN, PREFIX_SEGMENT_PATTERN
 from fgrpo_io.store import StoreError
 
-# Same pattern as ExperimentConfig.name (fgrpo_core.config).
-EXPERIMENT_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$"
-# One prefix segment: no empty, "." or ".." segments, nothing that escapes a folder.
-PREFIX_SEGMENT_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
 _STATE_KEY = re.compile(r"(?:^|/)state/round-(\d{4,})\.json$")
 
 
