@@ -213,6 +213,7 @@ def _clients(scenario: str, model: Model, budget: Budget, out: str, seed: int) -
                 "n_train": n,
                 "n_val": v,
                 "reward": MISLABELLED_REWARD,
+                "reward_range": [0.0, 1.0],  # an exact-match reward, {0, 1}
             }
         )
     return owners
