@@ -47,14 +47,15 @@ def read_store(store: ObjectStore, prefix: str, experiment: str) -> ExperimentDa
     base = layout.global_prefix(prefix, experiment)
     keys = [k for k in store.list_keys(base) if k.endswith(f"/{RESULT_FILE}")]
     initial_key = layout.initial_evaluation_key(prefix, experiment)
-    if not store.exists(initial_key):
+    has_initial = store.exists(initial_key)
+    if not keys and not has_initial:
         raise StoreError(
             f"no round results of experiment {experiment!r} under {store.uri(base)}: check the "
             "experiment name, --config, or --store-root and --prefix"
         )
     # Round 0 is theta_0's evaluation; rounds 1.. are the RoundResults written once at commit.
-    initial = {"round": 0, "rows": [], "evaluation": get_json(store, initial_key)}
-    rounds = [initial, *sorted((get_json(store, k) for k in keys), key=lambda r: int(r["round"]))]
+    initial = [{"round": 0, "rows": [], "evaluation": get_json(store, initial_key)}] if has_initial else []
+    rounds = [*initial, *sorted((get_json(store, k) for k in keys), key=lambda r: int(r["round"]))]
     committed = layout.committed_rounds(store.list_keys(layout.state_prefix(prefix, experiment)))
     state = get_json(store, layout.state_key(prefix, experiment, committed[-1])) if committed else None
     return ExperimentData(experiment, store.uri(base), rounds, state)

@@ -27,7 +27,11 @@ def _store(root: Path) -> None:
         _report(2, [_row("bank", 0.375, 0.5, 0.75, 0.5), _row("lab", 7.25, 9.5, 0.0, 0.5)], 0.35),
     ]
     for report in rounds:
-        put_json(store, f"fgrpo/exp-b/global/round-{report['round']:04d}/report.json", report)
+        t = report["round"]
+        if t == 0:  # theta_0's evaluation alone, as the experiment flow stores it
+            put_json(store, "fgrpo/exp-b/global/round-0000/evaluation.json", report["evaluation"])
+        else:
+            put_json(store, f"fgrpo/exp-b/global/round-{t:04d}/result.json", report)
     put_json(store, "fgrpo/exp-b/state/round-0002.json", {"round": 2, "clients": {}})
 
 

@@ -66,7 +66,7 @@ def store_with_reports(tmp_path: Path) -> dict[str, Any]:
         ),
     ]
     for report in reports:
-        put_json(store, f"{PREFIX}/{EXPERIMENT}/global/round-{report['round']:04d}/report.json", report)
+        put_json(store, f"{PREFIX}/{EXPERIMENT}/global/round-{report['round']:04d}/result.json", report)
     state = {"round": 2, "clients": {"owner-a": {"baseline": 0.41, "scale": 0.06, "rounds_seen": 2}}}
     put_json(store, f"{PREFIX}/{EXPERIMENT}/state/round-0002.json", state)
     return {"store": store, "root": tmp_path / "store", "reports": reports, "out": tmp_path / "r.html"}

@@ -89,7 +89,8 @@ def test_flatten_config_dotted_keys_and_truncation() -> None:
     assert flat["grpo.learning_rate"] == "0.002"
     assert flat["data.families"] == "add1,mul1"
     assert flat["clients.1.id"] == "b"
-    assert flat["lora.target_modules"] == ",".join(cfg.lora.target_modules)
+    modules = cfg.lora.target_modules  # PEFT's "all-linear" string, or a list of names
+    assert flat["lora.target_modules"] == (modules if isinstance(modules, str) else ",".join(modules))
     assert flat["tracking.tracking_uri"] == "None"
     assert all(isinstance(v, str) for v in flat.values())
     value = long_flat["registered_model_name"]
