@@ -90,7 +90,7 @@ def run(
         # Pre-flight: every owner's data, reward and model, before round 1 (fgrpo check CONFIG).
         from fgrpo_core.preflight import preflight
 
-        problems = preflight(cfg)
+        problems = preflight(cfg, load=runtime.preload)  # round 1 borrows the model it loads
         if problems:
             fail("owners cannot run:\n  " + "\n  ".join(str(p) for p in problems), code=1)
     started = time.monotonic()

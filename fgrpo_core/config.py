@@ -141,7 +141,7 @@ def check_data_paths(cfg: ExperimentConfig) -> None:
         return
     missing = [
         f"clients[{c.id}].data_path: {c.data_path} does not exist (give an existing JSONL file or "
-        "`datasets` folder, relative to the working directory, or remove the key)"
+        "`datasets` folder, relative to the config file, or remove the key)"
         for c in cfg.clients
         if c.data_path is not None and not Path(c.data_path).exists()
     ]

@@ -39,14 +39,16 @@ class Problem:
         return f"{who} ({self.kind}): {self.message}"
 
 
-def _model_problems(cfg: ExperimentConfig) -> list[Problem]:
+def _model_problems(
+    cfg: ExperimentConfig, load: Callable[[ExperimentConfig], object] | None
+) -> list[Problem]:
     problems = [Problem(None, "gpu", p) for p in gpu_option_problems(cfg)]
     if problems:
         return problems
     from fgrpo_core.models import load_bundle  # loads torch and the model: only when it is checked
 
     try:
-        load_bundle(cfg)
+        (load or load_bundle)(cfg)
     except FgrpoError as err:
         kind: Kind = "lora" if "target_modules" in str(err) else "model"
         problems.append(Problem(None, kind, str(err)))
@@ -131,8 +133,16 @@ def client_problems(cfg: ExperimentConfig, spec: ClientSpec) -> list[Problem]:
     return problems + _reward_problems(spec, fn, lo_hi, examples)
 
 
-def preflight(cfg: ExperimentConfig, client_id: str | None = None) -> list[Problem]:
-    """Every problem that stops an owner from running round 1 (all owners, or ``client_id``)."""
+def preflight(
+    cfg: ExperimentConfig,
+    client_id: str | None = None,
+    load: Callable[[ExperimentConfig], object] | None = None,
+) -> list[Problem]:
+    """Every problem that stops an owner from running round 1 (all owners, or ``client_id``).
+
+    ``load`` loads the model (default ``models.load_bundle``); a run passes its process's model
+    pool, so the model the check loaded is the one round 1 trains.
+    """
     specs = [c for c in cfg.clients if client_id is None or c.id == client_id]
     if not specs:
         return [
@@ -142,7 +152,7 @@ def preflight(cfg: ExperimentConfig, client_id: str | None = None) -> list[Probl
                 f"no client {client_id!r} in the config; clients are {[c.id for c in cfg.clients]}",
             )
         ]
-    problems = _model_problems(cfg)
+    problems = _model_problems(cfg, load)
     for spec in specs:
         problems.extend(client_problems(cfg, spec))
     return problems

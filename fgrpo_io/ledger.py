@@ -10,8 +10,6 @@ flow, the client, logging, registration) asks this module and nothing else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from mlflow.entities import Run
 
 from fgrpo_core.config import ExperimentConfig
@@ -23,15 +21,6 @@ from fgrpo_io.registry import registered_name, round_version
 from fgrpo_io.store import ObjectStore, get_json, make_store
 from fgrpo_io.timing import TimedStore
 from fgrpo_io.tracking import Tracker, tracker_for
-
-
-@dataclass(frozen=True)
-class RoundProgress:
-    """What exists of round t: its committed result (None: train and aggregate it) and MLflow's part."""
-
-    result: RoundResult | None
-    round_run_id: str | None = None
-    logged: bool = False
 
 
 class Ledger:
@@ -93,15 +82,9 @@ class Ledger:
         """The model version round t registered from its round run, if any."""
         return round_version(self.tracker.client, registered_name(self.cfg), round_run_id, t)
 
-    def progress(self, t: int, parent_run_id: str | None) -> RoundProgress:
-        """What exists of round t, in the store and (with a parent run) in MLflow."""
-        result = self.result(t)
-        if result is None or parent_run_id is None:
-            return RoundProgress(result)
-        found = self.tracker.round_run(parent_run_id, t)
-        if found is None:
-            return RoundProgress(result)
-        return RoundProgress(result, round_run_id=found[0], logged=found[1])
+    def round_run(self, t: int, parent_run_id: str) -> tuple[str, bool] | None:
+        """(run id, logged) of round t's nested MLflow run under the parent, if it exists."""
+        return self.tracker.round_run(parent_run_id, t)
 
     def first_round_to_run(self, parent_run_id: str | None) -> int:
         """The last committed round when MLflow lacks part of it (log or version), else the next one."""

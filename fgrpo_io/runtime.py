@@ -76,6 +76,12 @@ def _load(cfg: ExperimentConfig) -> ModelBundle:
     return bundle
 
 
+def preload(cfg: ExperimentConfig) -> None:
+    """Load ``cfg``'s model into this process's pool now (a pre-flight), for the tasks to borrow."""
+    with borrowed_bundle(cfg):
+        pass
+
+
 def clear_bundles() -> None:
     with _lock:
         _idle.clear()

@@ -15,7 +15,7 @@ from flows.fan_out import run_owners
 from tasks.aggregate import aggregate_task, commit_task
 from tasks.evaluate_global import evaluate_candidate_task
 from tasks.log import log_round_task
-from tasks.plan import round_progress_task
+from tasks.plan import committed_result_task
 from tasks.register import register_task
 
 
@@ -31,7 +31,7 @@ def _artifact_key(cfg: ExperimentConfig, round_idx: int) -> str:
 @flow(name="federated-round", flow_run_name=_round_run_name, validate_parameters=False)
 def federated_round(cfg: ExperimentConfig, round_idx: int, parent_run_id: str | None) -> RoundResult:
     """Round t: every owner trains from theta_{t-1}; the coordinator commits theta_t or refuses it."""
-    result = round_progress_task(cfg, round_idx, parent_run_id).result
+    result = committed_result_task(cfg, round_idx)
     if result is None:  # not committed yet (else: resumed after the commit, finish the rest)
         delivered, failed = run_owners(cfg, round_idx)
         try:

@@ -43,9 +43,9 @@ def log_initial_evaluation_task(cfg: ExperimentConfig, parent_run_id: str, evalu
 def log_round_task(cfg: ExperimentConfig, parent_run_id: str, result: RoundResult) -> RoundResult:
     """Per-client series on the parent run and a nested round run; the result with its run id."""
     ledger = Ledger(cfg)
-    progress = ledger.progress(result.round, parent_run_id)
-    run_id = progress.round_run_id or ledger.tracker.start_round_run(parent_run_id, result.round)
-    if not progress.logged:
+    found = ledger.round_run(result.round, parent_run_id)
+    run_id = found[0] if found else ledger.tracker.start_round_run(parent_run_id, result.round)
+    if not (found and found[1]):
         ledger.tracker.log_round(parent_run_id, run_id, cfg.name, result)
         ledger.tracker.finish_run(run_id)
     return result.model_copy(update={"mlflow_round_run_id": run_id})

@@ -6,7 +6,7 @@ from prefect import task
 
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.types import RoundResult
-from fgrpo_io.ledger import Ledger, RoundProgress
+from fgrpo_io.ledger import Ledger
 from fgrpo_io.timing import timed
 from tasks.retry import is_transient
 
@@ -21,16 +21,16 @@ def first_round_task(cfg: ExperimentConfig, parent_run_id: str | None) -> tuple[
 
 
 @task(
-    name="round-progress",
-    task_run_name="round-progress-{round_idx}",
+    name="committed-result",
+    task_run_name="committed-result-{round_idx}",
     retries=2,
     retry_condition_fn=is_transient,
     retry_delay_seconds=2,
 )
 @timed("store_io_s")
-def round_progress_task(cfg: ExperimentConfig, round_idx: int, parent_run_id: str | None) -> RoundProgress:
-    """What exists of round t (its committed result, its MLflow run) before the round flow acts."""
-    return Ledger(cfg).progress(round_idx, parent_run_id)
+def committed_result_task(cfg: ExperimentConfig, round_idx: int) -> RoundResult | None:
+    """Round t's stored result if it is committed (the round flow then trains nothing for it)."""
+    return Ledger(cfg).result(round_idx)
 
 
 @task(name="read-round-results", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=2)
