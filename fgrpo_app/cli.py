@@ -21,8 +21,9 @@ from fgrpo_core.errors import ConfigError, FgrpoError
 from fgrpo_io.environment import apply_defaults
 
 EXIT_CODES = (
-    "Exit codes: 0 done; 1 the experiment failed (a quorum, a store, MLflow or Prefect error: the "
-    "message names it); 2 bad usage or an invalid config (every error with its field path or "
+    "Exit codes: 0 done; 1 the experiment failed (a quorum, a store, MLflow or Prefect error, "
+    "another coordinator holding the experiment, a config that differs from the experiment's pin: "
+    "the message names it); 2 bad usage or an invalid config (every error with its field path or "
     'file:line). Interrupted (Ctrl-C): 1 and "Aborted!"; `fgrpo run` again resumes after the last '
     "committed round."
 )
@@ -194,9 +195,11 @@ def _add_sub_commands() -> None:
     from fgrpo_app.cli_stack import stack_app
     from fgrpo_app.cli_ui import ui
     from fgrpo_app.pull_cmd import pull
+    from fgrpo_app.rollback_cmd import rollback
 
     app.command("check")(check)
     app.command("pull")(pull)
+    app.command("rollback")(rollback)
     app.add_typer(stack_app, name="stack")
     app.command()(ui)
 

@@ -172,10 +172,11 @@ class RoundResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     round: int = Field(ge=1)
-    status: Literal["committed", "refused"] = Field(
-        description="'refused': the new global failed the commit gate and theta_{t-1} stays the head."
+    status: Literal["committed", "refused", "rolled_back"] = Field(
+        description="'refused': the new global failed the commit gate and theta_{t-1} stays the head; "
+        "'rolled_back': an operator made an earlier committed global the head (`fgrpo rollback`)."
     )
-    reason: str = Field("", description="Why the commit gate refused the round; empty if committed.")
+    reason: str = Field("", description="Why the round was refused or rolled back; empty if committed.")
     global_key: str = Field(description="Store key of theta_t (theta_{t-1}'s when refused).")
     candidate_key: str = Field(description="Store key of the aggregate this round computed.")
     state_key: str

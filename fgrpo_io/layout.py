@@ -98,3 +98,25 @@ def committed_rounds(keys: Iterable[str]) -> list[int]:
     """Sorted round numbers of the state keys among `keys`; other keys are ignored."""
     matches = (_STATE_KEY.search(key) for key in keys)
     return sorted({int(m.group(1)) for m in matches if m is not None})
+
+
+def coordinator_prefix(prefix: str, experiment: str) -> str:
+    """Folder only the coordinator reads and writes (config pin, lease); ends with "/"."""
+    return f"{_base(prefix, experiment)}/coordinator/"
+
+
+def config_pin_key(prefix: str, experiment: str) -> str:
+    """Key of the experiment's config pin, written once with round 0."""
+    return f"{coordinator_prefix(prefix, experiment)}config-pin.json"
+
+
+def lease_prefix(prefix: str, experiment: str) -> str:
+    """Folder of the coordinator lease's generations (ends with "/")."""
+    return f"{coordinator_prefix(prefix, experiment)}lease/"
+
+
+def lease_key(prefix: str, experiment: str, generation: int) -> str:
+    """Key of one generation of the coordinator lease (written once; the newest one counts)."""
+    if generation < 1:
+        raise StoreError(f"lease generation {generation} must be >= 1")
+    return f"{lease_prefix(prefix, experiment)}{generation:08d}.json"

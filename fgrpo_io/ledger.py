@@ -96,7 +96,7 @@ class Ledger:
         found = self.tracker.round_run(parent_run_id, last, any_parent=True)
         if result is None or found is None or not found[1]:
             return last
-        if result.status == "refused":  # a refused round registers nothing
+        if result.status != "committed":  # a refused or rolled-back round registers nothing
             return last + 1
         return last if self.round_version(found[0], last) is None else last + 1
 
@@ -104,7 +104,8 @@ class Ledger:
         """The evaluation of the head before round t: the last committed round's, else theta_0's."""
         for s in range(t - 1, 0, -1):
             result = self.result(s)
-            if result is not None and result.status == "committed":
+            # A rolled-back round carries the evaluation of the global it restored.
+            if result is not None and result.status in ("committed", "rolled_back"):
                 return result.evaluation
         initial = self.initial_evaluation()
         if initial is None:

@@ -125,3 +125,37 @@ def get_aliases(client: MlflowClient, model_name: str) -> dict[str, str]:
     with mlflow_errors(str(client.tracking_uri), f"reading aliases of {model_name!r}"):
         model = _registered_model(client, model_name)
         return {} if model is None else {alias: str(version) for alias, version in model.aliases.items()}
+
+
+def round_version_by_tag(
+    client: MlflowClient, model_name: str, experiment: str, round_idx: int
+) -> str | None:
+    """The version registered for round ``round_idx`` of ``experiment``, by its tags (any run)."""
+    with mlflow_errors(str(client.tracking_uri), f"search for {model_name!r} round {round_idx}"):
+        if not _model_exists(client, model_name):
+            return None
+        found = [
+            v
+            for v in client.search_model_versions(f"name = '{model_name}'")
+            if v.tags.get("experiment") == experiment and v.tags.get("round") == str(round_idx)
+        ]
+        return str(found[0].version) if found else None
+
+
+def record_rollback(
+    client: MlflowClient, model_name: str, round_idx: int, to_round: int, version: str | None, reason: str
+) -> None:
+    """Point `champion` at the restored round's version (none for theta_0) and say so in a tag."""
+    with mlflow_errors(str(client.tracking_uri), f"rollback of {model_name!r}"):
+        if not _model_exists(client, model_name):
+            return
+        if version is None:
+            if CHAMPION in get_aliases(client, model_name):
+                client.delete_registered_model_alias(model_name, CHAMPION)
+        else:
+            client.set_registered_model_alias(model_name, CHAMPION, version)
+        target = f"version {version}" if version else "none (theta_0 is not registered)"
+        note = f"round {round_idx} rolled back to round {to_round}; champion -> {target}"
+        client.set_registered_model_tag(
+            model_name, f"fgrpo.rollback.round-{round_idx:04d}", note + (f": {reason}" if reason else "")
+        )

@@ -44,11 +44,11 @@ def round_markdown(experiment: str, result: RoundResult) -> str:
     evals = ["| family | accuracy | mean reward | n |", "|---|---|---|---|"] + [
         f"| {fam} | {s.accuracy:.3f} | {s.mean_reward:.3f} | {s.n} |" for fam, s in sorted(families.items())
     ]
-    decision = (
-        "Committed: the new global adapter is the head."
-        if result.status == "committed"
-        else f"**Refused** ({result.reason}): the previous global adapter stays the head."
-    )
+    decision = {
+        "committed": "Committed: the new global adapter is the head.",
+        "refused": f"**Refused** ({result.reason}): the previous global adapter stays the head.",
+        "rolled_back": f"**Rolled back** ({result.reason}): no training this round.",
+    }[result.status]
     return "\n".join(
         [
             f"# {experiment}: round {result.round}",

@@ -9,9 +9,11 @@ from pydantic import BaseModel, ConfigDict
 
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.types import EvalSummary, RoundResult
+from fgrpo_io.lease import Lease
 from flows.round import federated_round
 from tasks.aggregate import initialise_task
 from tasks.evaluate_global import initial_evaluation_task
+from tasks.lease import release_lease_task, renew_lease_task, take_lease_task
 from tasks.log import finish_tracking_task, log_initial_evaluation_task, start_tracking_task
 from tasks.plan import first_round_task, read_results_task
 
@@ -36,6 +38,14 @@ def _experiment_run_name() -> str:
 @flow(name="fgrpo-experiment", flow_run_name=_experiment_run_name, validate_parameters=False)
 def run_experiment(cfg: ExperimentConfig) -> ExperimentSummary:
     """Run ``cfg.federation.rounds`` rounds; an interrupted experiment resumes after its last commit."""
+    held = take_lease_task(cfg)  # one coordinator at a time, before anything is written
+    try:
+        return _rounds(cfg, held)
+    finally:
+        release_lease_task(cfg, held)
+
+
+def _rounds(cfg: ExperimentConfig, held: Lease) -> ExperimentSummary:
     initial_key = initialise_task(cfg)
     parent_run_id = start_tracking_task(cfg) if cfg.tracking.enabled else None
     first, last_committed = first_round_task(cfg, parent_run_id)
@@ -47,7 +57,9 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentSummary:
     )
     results = read_results_task(cfg, list(range(1, first)))
     try:
-        results += [run_round(cfg, t, parent_run_id) for t in range(first, cfg.federation.rounds + 1)]
+        for t in range(first, cfg.federation.rounds + 1):
+            held = renew_lease_task(cfg, held, t)
+            results.append(run_round(cfg, t, parent_run_id))
     except Exception:
         # The parent run must not stay RUNNING: FAILED says so in the UI, and a rerun resumes it.
         if parent_run_id is not None:

@@ -9,7 +9,7 @@ from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.errors import DeltaValidationError
 from fgrpo_core.federation import ClientUpdate, aggregate_round, server_probe
 from fgrpo_core.types import Candidate, EvalSummary, RoundResult, ServerState
-from fgrpo_io import exchange, layout, runtime
+from fgrpo_io import exchange, layout, pin, runtime
 from fgrpo_io.ledger import Ledger
 from fgrpo_io.timing import timed
 from tasks.retry import is_transient
@@ -18,8 +18,10 @@ from tasks.retry import is_transient
 @task(name="initialise-global", retries=2, retry_condition_fn=is_transient, retry_delay_seconds=2)
 @timed("store_io_s")
 def initialise_task(cfg: ExperimentConfig) -> str:
-    """Write theta_0 (the shared initial adapter) and the empty state once; return theta_0's key."""
+    """Pin the config, write theta_0 (the shared initial adapter) and the empty state once; return
+    theta_0's key. A resume with a config that differs from the pin fails here (ConfigPinError)."""
     ledger = Ledger(cfg)
+    pin.pin_or_check(ledger.store, cfg)
     if ledger.initialised():
         return exchange.read_global_manifest(ledger.store, ledger.ident, 0).adapter_key
     with runtime.borrowed_bundle(cfg) as bundle:

@@ -26,10 +26,10 @@ from tasks.retry import is_transient
 def register_task(cfg: ExperimentConfig, result: RoundResult) -> RoundResult:
     """Log theta_t as a PEFT folder on the round's run, register it, decide its alias.
 
-    A refused round registers nothing (its head is the version already registered). Returns the
-    result with its ``registry`` outcome.
+    A refused or rolled-back round registers nothing (its head is a version already registered).
+    Returns the result with its ``registry`` outcome.
     """
-    if result.status == "refused":
+    if result.status != "committed":
         return result
     run_id = result.mlflow_round_run_id
     if run_id is None:
