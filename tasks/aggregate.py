@@ -7,8 +7,10 @@ from prefect import task
 from fgrpo_core.commit_gate import gate_reason
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.errors import DeltaValidationError
-from fgrpo_core.federation import ClientUpdate, aggregate_round, server_probe
-from fgrpo_core.types import Candidate, EvalSummary, RoundResult, ServerState
+from fgrpo_core.federation import aggregate_streamed, server_probe
+from fgrpo_core.manifest import ClientManifest
+from fgrpo_core.types import Adapter, Candidate, EvalSummary, RoundResult, ServerState
+from fgrpo_core.update_checks import Expected
 from fgrpo_io import exchange, layout, runtime
 from fgrpo_io.ledger import Ledger
 from fgrpo_io.timing import timed
@@ -45,8 +47,10 @@ def aggregate_task(
     """Aggregate round t from the owners that delivered; raise QuorumError below min_clients.
 
     Every owner's manifest is checked before its delta is read, and the delta before any
-    arithmetic (fgrpo_core.update_checks); a bad one is recorded with its reason. The aggregate
-    is written as round t's candidate; nothing is committed here.
+    arithmetic (fgrpo_core.update_checks); a bad one is recorded with its reason. Deltas are
+    streamed: read from the store when the aggregation needs one, dropped after (one in memory at
+    a time, fgrpo_core/coordinator.py). The aggregate is written as round t's candidate; nothing
+    is committed here.
     """
     ledger = Ledger(cfg)
     store, ident = ledger.store, ledger.ident
@@ -54,21 +58,28 @@ def aggregate_task(
     state = exchange.read_state(store, ident, round_idx - 1)
 
     failures = dict(failed)
-    updates: dict[str, ClientUpdate] = {}
-    sizes: dict[str, int] = {}
+    expected: dict[str, Expected] = {}
+    manifests: dict[str, ClientManifest] = {}
     for cid in sorted(delivered):
-        expected = exchange.expected_update(ident, round_idx, cid, global_adapter, cfg.federation.delta_dtype)
+        expected[cid] = exchange.expected_update(
+            ident, round_idx, cid, global_adapter, cfg.federation.delta_dtype
+        )
         try:
-            delta, manifest = exchange.read_client_delta(store, ident, expected)
+            manifests[cid] = exchange.read_client_manifest(store, ident, expected[cid])
         except DeltaValidationError as err:
             failures[cid] = f"{err.reason}: {err}"
-            continue
-        updates[cid] = ClientUpdate(delta=delta, stats=manifest.stats)
-        sizes[cid] = manifest.nbytes
 
+    def load(cid: str) -> Adapter:
+        # Read again at each pass (sha256 checked each time): no delta outlives its use.
+        return exchange.read_delta(store, manifests[cid], expected[cid])
+
+    stats = {cid: m.stats for cid, m in manifests.items()}
+    sizes = {cid: m.nbytes for cid, m in manifests.items()}
     with runtime.borrowed_bundle(cfg) as bundle:
         probe = server_probe(bundle, global_adapter, cfg)
-        outcome = aggregate_round(global_adapter, updates, failures, state, cfg, round_idx, sizes, probe)
+        outcome = aggregate_streamed(
+            global_adapter, stats, load, failures, state, cfg, round_idx, sizes, probe
+        )
     key, sha, nbytes = exchange.write_global_adapter(store, ident, round_idx, outcome.adapter)
     return Candidate(
         round=round_idx,
