@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import threading
 
-from fgrpo_core.deltas import decode, encode
+from fgrpo_core.deltas import Encoding, decode, encode
+from fgrpo_core.downlink import apply_step
 from fgrpo_core.errors import DeltaValidationError
 from fgrpo_core.manifest import GlobalManifest, check_sha256, sha256_hex
-from fgrpo_core.types import Adapter, RoundResult, ServerState
+from fgrpo_core.types import Adapter, GlobalStep, RoundResult, ServerState
 from fgrpo_io import layout
 from fgrpo_io.objects import ConflictError, Identity, identity, put_json_once, put_once
 from fgrpo_io.store import ObjectStore, get_json, put_json
@@ -40,8 +41,10 @@ __all__ = [
 _CACHE_ROUNDS = 3
 _cache_lock = threading.Lock()
 _cache: dict[tuple[str, str], Adapter] = {}  # (adapter URI, sha256) -> theta_t
-# How many global adapters this process decoded from the store's bytes (tests and benchmarks read it).
+# How many global adapters this process decoded from the store's bytes, and how many bytes of
+# global adapters and steps it downloaded (tests and benchmarks read them).
 decoded_globals = 0
+downloaded_global_bytes = 0
 
 
 def _remember(uri: str, sha: str, adapter: Adapter) -> None:
@@ -72,6 +75,22 @@ def write_global_adapter(
     return key, sha, len(data)
 
 
+def write_global_step(
+    store: ObjectStore, ident: Identity, t: int, parent: tuple[str, str], data: bytes, encoding: Encoding
+) -> GlobalStep:
+    """Write the encoded step from theta_{t-1} (``parent``: key, sha256) to candidate theta_t."""
+    key = layout.global_step_key(ident.prefix, ident.experiment, t)
+    put_once(store, key, data)
+    return GlobalStep(
+        key=key,
+        sha256=sha256_hex(data),
+        nbytes=len(data),
+        encoding=encoding,  # type: ignore[arg-type]  # float32 writes no step
+        parent_key=parent[0],
+        parent_sha256=parent[1],
+    )
+
+
 def write_global_manifest(
     store: ObjectStore,
     ident: Identity,
@@ -79,6 +98,7 @@ def write_global_manifest(
     adapter: tuple[str, str, int],
     clients: list[str],
     strategy: str,
+    step: GlobalStep | None = None,
 ) -> GlobalManifest:
     """Name theta_t: the adapter (key, sha256, nbytes) it is; a refused round names theta_{t-1}'s."""
     adapter_key, sha, nbytes = adapter
@@ -94,6 +114,7 @@ def write_global_manifest(
         parent_key=layout.global_adapter_key(ident.prefix, ident.experiment, t - 1) if t > 0 else None,
         clients=clients,
         strategy=strategy,
+        step=step,
     )
     mkey = layout.global_manifest_key(ident.prefix, ident.experiment, t)
     if store.exists(mkey):
@@ -124,8 +145,9 @@ def read_adapter(store: ObjectStore, key: str, sha256: str, nbytes: int | None =
         cached = _cache.get((uri, sha256))
     if cached is not None:
         return dict(cached)  # the tensors are shared and never modified in place
-    global decoded_globals
+    global decoded_globals, downloaded_global_bytes
     data = store.get_bytes(key, max_bytes=nbytes)
+    downloaded_global_bytes += len(data)
     check_sha256(data, sha256, uri)
     adapter, _ = decode(data)
     decoded_globals += 1
@@ -133,9 +155,38 @@ def read_adapter(store: ObjectStore, key: str, sha256: str, nbytes: int | None =
     return dict(adapter)
 
 
+def _cached(uri: str, sha256: str) -> Adapter | None:
+    with _cache_lock:
+        cached = _cache.get((uri, sha256))
+    return dict(cached) if cached is not None else None
+
+
+def _read_step(store: ObjectStore, manifest: GlobalManifest) -> Adapter | None:
+    """theta_t from the step, when this process holds the step's parent; else None."""
+    step = manifest.step
+    parent = _cached(store.uri(step.parent_key), step.parent_sha256) if step is not None else None
+    if step is None or parent is None:
+        return None
+    global downloaded_global_bytes
+    data = store.get_bytes(step.key, max_bytes=step.nbytes)
+    downloaded_global_bytes += len(data)
+    check_sha256(data, step.sha256, store.uri(step.key))
+    # The coordinator computed theta_t by this same add on the same bytes: the same bits as the
+    # float32 adapter under manifest.sha256 (tests/test_downlink.py), so it is cached under it.
+    adapter = apply_step(parent, data)
+    _remember(store.uri(manifest.adapter_key), manifest.sha256, adapter)
+    return dict(adapter)
+
+
 def read_global(store: ObjectStore, ident: Identity, t: int) -> Adapter:
-    """theta_t, verified against its manifest's sha256."""
+    """theta_t, verified against its manifest's sha256 (from the step when theta_{t-1} is held)."""
     manifest = read_global_manifest(store, ident, t)
+    cached = _cached(store.uri(manifest.adapter_key), manifest.sha256)
+    if cached is not None:
+        return cached
+    from_step = _read_step(store, manifest)
+    if from_step is not None:
+        return from_step
     return read_adapter(store, manifest.adapter_key, manifest.sha256, manifest.nbytes)
 
 

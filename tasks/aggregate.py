@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 
+from fgrpo_core import downlink
 from fgrpo_core.commit_gate import gate_reason
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.errors import DeltaValidationError
@@ -80,7 +81,16 @@ def aggregate_task(
         outcome = aggregate_streamed(
             global_adapter, stats, load, failures, state, cfg, round_idx, sizes, probe
         )
-    key, sha, nbytes = exchange.write_global_adapter(store, ident, round_idx, outcome.adapter)
+    theta, step = outcome.adapter, None
+    encoding = cfg.federation.delta_dtype
+    if encoding != "float32":
+        # theta_t is what owners will decode from the step (fgrpo_core/downlink.py); the float32
+        # bytes below hold exactly it, for readers without theta_{t-1}.
+        theta, data = downlink.encoded_step(global_adapter, outcome.adapter, encoding)
+        head = exchange.read_global_manifest(store, ident, round_idx - 1)
+        parent = (head.adapter_key, head.sha256)
+        step = exchange.write_global_step(store, ident, round_idx, parent, data, encoding)
+    key, sha, nbytes = exchange.write_global_adapter(store, ident, round_idx, theta)
     return Candidate(
         round=round_idx,
         candidate_key=key,
@@ -89,6 +99,7 @@ def aggregate_task(
         rows=outcome.rows,
         accepted=outcome.accepted,
         state=outcome.state,
+        step=step,
     )
 
 
@@ -124,7 +135,13 @@ def commit_task(cfg: ExperimentConfig, candidate: Candidate, evaluation: EvalSum
         named = (candidate.candidate_key, candidate.candidate_sha256, candidate.candidate_nbytes)
         state = candidate.state.model_copy(update={"global_key": candidate.candidate_key})
         exchange.write_global_manifest(
-            store, ident, t, named, clients=candidate.accepted, strategy=cfg.aggregation.strategy
+            store,
+            ident,
+            t,
+            named,
+            clients=candidate.accepted,
+            strategy=cfg.aggregation.strategy,
+            step=candidate.step,
         )
     result = RoundResult(
         round=t,
