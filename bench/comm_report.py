@@ -103,6 +103,7 @@ def _accuracy(section: dict[str, Any]) -> list[str]:
     goal = s["goal"]
     lines += [
         f"Macro accuracy in points, `{section['config']}`, delta encoding = federation.delta_dtype, "
+        "used both ways (owners' deltas up, the global step down: fgrpo_core/downlink.py), "
         f"same seeds. One evaluation prompt is {s['accuracy_step_points']:.2f} points of macro "
         "accuracy. Adapter gap: ||final adapter - float32 run's final adapter|| / ||float32 run's "
         "final adapter - initial adapter||.",
@@ -156,7 +157,7 @@ def _throughput(section: dict[str, Any]) -> list[str]:
         "deltas read",
         "before: float64 loop GB/s",
         "float64 in place GB/s",
-        "now: aggregate_deltas GB/s",
+        "aggregate_deltas (per tensor) GB/s",
     ]
     lines = ["## Aggregation throughput", ""]
     lines += _table([*header, "speedup", "max error vs float64", "error / bound"], rows)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from typing import Literal
 
 import torch
 
@@ -66,7 +67,7 @@ def weighted_sum(
     weights: Mapping[str, float],
     factors: Mapping[str, float],
     server_lr: float,
-    lora_aggregation: str = "separate",
+    lora_aggregation: Literal["separate", "freeze_a"] = "separate",
 ) -> Adapter:
     """theta + eta * sum_k w_k f_k delta_k, one delta in memory at a time, in float32."""
     _check_weights(weights, factors)
