@@ -53,6 +53,11 @@ def global_adapter_key(prefix: str, experiment: str, t: int) -> str:
     return f"{global_prefix(prefix, experiment)}{_round(t)}/adapter.safetensors"
 
 
+def global_step_key(prefix: str, experiment: str, t: int) -> str:
+    """Key of the encoded step from theta_{t-1} to theta_t (what owners download)."""
+    return f"{global_prefix(prefix, experiment)}{_round(t)}/step.safetensors"
+
+
 def global_manifest_key(prefix: str, experiment: str, t: int) -> str:
     """Key of the manifest of theta_t."""
     return f"{global_prefix(prefix, experiment)}{_round(t)}/manifest.json"
