@@ -10,6 +10,7 @@ from fgrpo_core.errors import DeltaValidationError
 from fgrpo_core.federation import ClientUpdate, aggregate_round, server_probe
 from fgrpo_core.types import Candidate, EvalSummary, RoundResult, ServerState
 from fgrpo_io import exchange, layout, runtime
+from fgrpo_io.failures import read_owner_failure
 from fgrpo_io.ledger import Ledger
 from fgrpo_io.timing import timed
 from tasks.retry import is_transient
@@ -45,7 +46,8 @@ def aggregate_task(
     """Aggregate round t from the owners that delivered; raise QuorumError below min_clients.
 
     Every owner's manifest is checked before its delta is read, and the delta before any
-    arithmetic (fgrpo_core.update_checks); a bad one is recorded with its reason. The aggregate
+    arithmetic (fgrpo_core.update_checks); a bad one is recorded with its reason, a failed owner
+    with its own record of a permanent failure where it wrote one. The aggregate
     is written as round t's candidate; nothing is committed here.
     """
     ledger = Ledger(cfg)
@@ -54,6 +56,11 @@ def aggregate_task(
     state = exchange.read_state(store, ident, round_idx - 1)
 
     failures = dict(failed)
+    for cid in sorted(failed):
+        # An owner that could not run (its data, reward, model) said why: `permanent: kind: ...`.
+        recorded = read_owner_failure(store, ident, round_idx, cid)
+        if recorded is not None:
+            failures[cid] = recorded.reason
     updates: dict[str, ClientUpdate] = {}
     sizes: dict[str, int] = {}
     for cid in sorted(delivered):
