@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from fgrpo_app.cli_common import EXIT_OWNER_FAILED
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.owner_failure import permanent_failures
 
@@ -80,7 +81,10 @@ def print_summary(summary: dict[str, Any], config: Path) -> None:
     for failed in summary["failed_owners"]:
         typer.echo(f"owner failed: {failed['client_id']} in round {failed['round']}: {failed['reason']}")
     if summary["failed_owners"]:
-        typer.echo("the rounds went on without them: each owner fixes what its line names (exit code 3)")
+        typer.echo(
+            "the rounds went on without them: each owner fixes what its line names "
+            f"(exit code {EXIT_OWNER_FAILED})"
+        )
     typer.echo(f"time split: {summary_line(summary['timings'])}")
     if summary["mlflow_run_url"]:
         uri = summary["mlflow_tracking_uri"]
