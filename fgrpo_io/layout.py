@@ -3,6 +3,7 @@
     {prefix}/{experiment}/global/round-{t:04d}/adapter.safetensors   and .../manifest.json
     (and .../result.json: the round's RoundResult)
     {prefix}/{experiment}/clients/{client}/round-{t:04d}/delta.safetensors   and .../manifest.json
+    (or .../failure.json: the owner could not run that round)
     {prefix}/{experiment}/state/round-{t:04d}.json
 
 An empty prefix gives keys that start with the experiment (never with "/"). Each data owner's
@@ -87,6 +88,11 @@ def client_delta_key(prefix: str, experiment: str, client: str, t: int) -> str:
 def client_manifest_key(prefix: str, experiment: str, client: str, t: int) -> str:
     """Key of the manifest of that delta."""
     return f"{client_prefix(prefix, experiment, client)}{_round(t)}/manifest.json"
+
+
+def client_failure_key(prefix: str, experiment: str, client: str, t: int) -> str:
+    """Key of client `client`'s permanent failure in round t (an OwnerFailure), if it had one."""
+    return f"{client_prefix(prefix, experiment, client)}{_round(t)}/failure.json"
 
 
 def state_prefix(prefix: str, experiment: str) -> str:
