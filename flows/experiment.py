@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.types import EvalSummary, RoundResult
+from flows.distributed import owners_for
 from flows.round import federated_round
 from tasks.aggregate import initialise_task
 from tasks.evaluate_global import initial_evaluation_task
@@ -39,15 +40,20 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentSummary:
     initial_key = initialise_task(cfg)
     parent_run_id = start_tracking_task(cfg) if cfg.tracking.enabled else None
     first, last_committed = first_round_task(cfg, parent_run_id)
-    initial = initial_evaluation_task(cfg)
-    if parent_run_id is not None:
-        log_initial_evaluation_task(cfg, parent_run_id, initial)
     run_round = federated_round.with_options(
         task_runner=ThreadPoolTaskRunner(max_workers=cfg.federation.max_parallel_clients)  # type: ignore[arg-type]
     )
-    results = read_results_task(cfg, list(range(1, first)))
     try:
-        results += [run_round(cfg, t, parent_run_id) for t in range(first, cfg.federation.rounds + 1)]
+        # Distributed: every owner's warm run starts now (its model loads during the initial
+        # evaluation) and serves every round not yet committed.
+        with owners_for(cfg, last_committed + 1, cfg.federation.rounds) as owners:
+            initial = initial_evaluation_task(cfg)
+            if parent_run_id is not None:
+                log_initial_evaluation_task(cfg, parent_run_id, initial)
+            results = read_results_task(cfg, list(range(1, first)))
+            results += [
+                run_round(cfg, t, parent_run_id, owners) for t in range(first, cfg.federation.rounds + 1)
+            ]
     except Exception:
         # The parent run must not stay RUNNING: FAILED says so in the UI, and a rerun resumes it.
         if parent_run_id is not None:
