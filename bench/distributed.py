@@ -153,11 +153,15 @@ def _model_loads(env: dict[str, str], s3: S3View, name: str, owners: list[str]) 
     out: dict[str, Any] = {}
     for owner in owners:
         mine = [r for r in flow_runs if r.parameters.get("client_id") == owner]
-        report_key = getattr(layout, "owner_session_key", None)  # absent before warm owners
-        keys = [report_key("fgrpo", name, owner, str(r.id)) for r in mine] if report_key else []
+        # A warm owner run (parameter "session") reports its process's loads; main's runs did not.
+        sessions = [r.parameters["session"] for r in mine if "session" in r.parameters]
+        keys = [layout.owner_session_key("fgrpo", name, owner, s) for s in sessions]
         reports = [s3.read(k) for k in keys if s3.exists(k)]
-        if reports:
-            loads, how = sum(int(r["model_loads"]) for r in reports), "counted by the owner process"
+        if sessions:
+            loads = sum(int(r["model_loads"]) for r in reports)
+            how = "counted by the owner process" + (
+                "" if len(reports) == len(sessions) else " (a run wrote no report)"
+            )
         else:
             loads, how = len(mine), "one per flow-run process"
         out[owner] = {"flow_runs": len(mine), "model_loads": loads, "counted_by": how}
