@@ -19,10 +19,12 @@ from fgrpo_io import layout
 from fgrpo_io.exchange import Identity
 from fgrpo_io.store import ObjectStore, StoreError, get_json, put_json
 
-# An owner's poll for theta_{t-1}: its delay is added to every round, so it is short; each poll
-# is up to three HEAD requests.
-OWNER_POLL_S = 0.25
+# The polls for theta_{t-1} (owner) and for manifests (coordinator) add their delay to every
+# round, so they are short; the rarer events (a marker, a failure note, a run that ended) are
+# asked for once a second.
+OWNER_POLL_S = 0.2
 COORDINATOR_POLL_S = 0.2
+MARKER_POLL_S = 1.0
 # How often the coordinator asks Prefect whether an owner's run has ended without delivering.
 RUN_STATE_POLL_S = 1.0
 
@@ -71,12 +73,17 @@ def wait_for_round(store: ObjectStore, ident: Identity, session: str, t: int, ti
     closed_key = layout.round_closed_key(ident.prefix, ident.experiment, session, t)
     head_key = layout.global_manifest_key(ident.prefix, ident.experiment, t - 1)
     deadline = time.monotonic() + timeout_s
+    next_marker_check = time.monotonic()
     while True:
-        if store.exists(stop_key):
-            return "stopped"
-        if store.exists(closed_key):
-            return "closed"
-        if store.exists(head_key):
+        ready = store.exists(head_key)
+        # The markers once a second while waiting (and once when ready): fewer requests a poll.
+        if ready or time.monotonic() >= next_marker_check:
+            if store.exists(stop_key):
+                return "stopped"
+            if store.exists(closed_key):
+                return "closed"
+            next_marker_check = time.monotonic() + MARKER_POLL_S
+        if ready:
             return "ready"
         if time.monotonic() > deadline:
             raise RoundWaitError(
@@ -127,17 +134,17 @@ def wait_deliveries(
         return store.exists(layout.client_manifest_key(ident.prefix, ident.experiment, client, t))
 
     while pending:
-        for client in list(pending):
-            if arrived(client):
-                pending.remove(client)
-                delivered.append(client)
-            elif (note := read_failure(store, ident, client, t)) is not None:
-                pending.remove(client)
-                failed[client] = f"client failed: {note}"
+        for client in [c for c in pending if arrived(c)]:
+            pending.remove(client)
+            delivered.append(client)
         now = time.monotonic()
         if not pending or now >= deadline:
             break
         if now >= next_state_check:
+            for client in list(pending):
+                if (note := read_failure(store, ident, client, t)) is not None:
+                    pending.remove(client)
+                    failed[client] = f"client failed: {note}"
             for client, why in gone(list(pending)).items():
                 pending.remove(client)
                 # Delivered just before its run ended (its last round): not a failure.
