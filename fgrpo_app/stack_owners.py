@@ -76,7 +76,7 @@ def deploy_clients(servers: Servers, cfg: ExperimentConfig) -> None:
         asyncio.run(create_pools())
         for spec in cfg.clients:
             client_flow: Any = Flow.from_source(
-                source=str(REPO_DIR), entrypoint="flows/owner.py:client_round"
+                source=str(REPO_DIR), entrypoint="flows/owner.py:owner_rounds"
             )
             client_flow.deploy(
                 name=spec.id,

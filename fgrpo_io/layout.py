@@ -5,6 +5,9 @@
     {prefix}/{experiment}/clients/{client}/round-{t:04d}/delta.safetensors   and .../manifest.json
     (or .../failure.json: the owner could not run that round)
     {prefix}/{experiment}/state/round-{t:04d}.json
+    {prefix}/{experiment}/global/control/{session}/round-{t:04d}-closed.json   and .../stop.json
+    {prefix}/{experiment}/clients/{client}/round-{t:04d}/failed.json
+    {prefix}/{experiment}/clients/{client}/sessions/{session}.json
 
 An empty prefix gives keys that start with the experiment (never with "/"). Each data owner's
 credentials may write only under its `client_prefix` and read under `global_prefix`.
@@ -19,6 +22,8 @@ from collections.abc import Iterable
 from fgrpo_core.settings import CLIENT_ID_PATTERN, EXPERIMENT_PATTERN, PREFIX_SEGMENT_PATTERN
 from fgrpo_io.store import StoreError
 
+# An owner session: the coordinator's id of one experiment invocation's warm owner runs.
+SESSION_PATTERN = r"^[0-9a-f][0-9a-f-]{7,63}$"
 _STATE_KEY = re.compile(r"(?:^|/)state/round-(\d{4,})\.json$")
 
 
@@ -131,3 +136,32 @@ def lease_key(prefix: str, experiment: str, generation: int) -> str:
     if generation < 1:
         raise StoreError(f"lease generation {generation} must be >= 1")
     return f"{lease_prefix(prefix, experiment)}{generation:08d}.json"
+
+
+# --- warm owners (flows/distributed.py): the coordinator's markers, the owners' notes -------
+
+
+def control_prefix(prefix: str, experiment: str, session: str) -> str:
+    """Folder of one owner session's markers, under global/ so every owner may read it."""
+    return f"{global_prefix(prefix, experiment)}control/{_check(session, SESSION_PATTERN, 'session id')}/"
+
+
+def round_closed_key(prefix: str, experiment: str, session: str, t: int) -> str:
+    """Written when the coordinator stops waiting for round t: an owner that sees it skips round t."""
+    return f"{control_prefix(prefix, experiment, session)}{_round(t)}-closed.json"
+
+
+def stop_key(prefix: str, experiment: str, session: str) -> str:
+    """Written when the experiment ends (or fails): every owner run of the session exits."""
+    return f"{control_prefix(prefix, experiment, session)}stop.json"
+
+
+def client_failure_note_key(prefix: str, experiment: str, client: str, t: int) -> str:
+    """An owner's note that its round t failed (any reason), so the coordinator need not wait for it."""
+    return f"{client_prefix(prefix, experiment, client)}{_round(t)}/failed.json"
+
+
+def owner_session_key(prefix: str, experiment: str, client: str, session: str) -> str:
+    """An owner's report of one session: rounds trained, skipped, failed, and its model loads."""
+    _check(session, SESSION_PATTERN, "session id")
+    return f"{client_prefix(prefix, experiment, client)}sessions/{session}.json"

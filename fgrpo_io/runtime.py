@@ -35,6 +35,8 @@ _lock = threading.Lock()
 # two threads loading at once break each other's load ("Cannot copy out of meta tensor").
 _load_lock = threading.Lock()
 _idle: dict[str, list[ModelBundle]] = {}
+# Base-model loads in this process (a warm owner must load once per experiment: it is counted).
+_loads = 0
 _progress: ProgressHook | None = None
 _events: EventHook | None = None
 
@@ -66,8 +68,10 @@ def borrowed_bundle(cfg: ExperimentConfig) -> Iterator[ModelBundle]:
 
 
 def _load(cfg: ExperimentConfig) -> ModelBundle:
+    global _loads
     with _load_lock:
         bundle = load_bundle(cfg)
+        _loads += 1
     # accelerate runs gc.collect() at every Trainer.train; with the ~0.7 M objects that torch,
     # transformers, TRL, Prefect and MLflow leave, each costs 0.5-0.9 s. Moving what exists now
     # (imports, the model) to the permanent generation makes those collections cheap.
@@ -80,6 +84,11 @@ def preload(cfg: ExperimentConfig) -> None:
     """Load ``cfg``'s model into this process's pool now (a pre-flight), for the tasks to borrow."""
     with borrowed_bundle(cfg):
         pass
+
+
+def model_loads() -> int:
+    """How many base models this process has loaded so far."""
+    return _loads
 
 
 def clear_bundles() -> None:

@@ -10,6 +10,7 @@ from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.types import EvalSummary, RoundResult
 from fgrpo_io.lease import Lease
 from fgrpo_io.owner_pool import owner_cluster, round_task_runner
+from flows.distributed import owners_for
 from flows.round import federated_round
 from tasks.aggregate import initialise_task
 from tasks.evaluate_global import initial_evaluation_task
@@ -50,15 +51,18 @@ def _rounds(cfg: ExperimentConfig, held: Lease, address: str | None) -> Experime
     initial_key = initialise_task(cfg)
     parent_run_id = start_tracking_task(cfg) if cfg.tracking.enabled else None
     first, last_committed = first_round_task(cfg, parent_run_id)
-    initial = initial_evaluation_task(cfg)
-    if parent_run_id is not None:
-        log_initial_evaluation_task(cfg, parent_run_id, initial)
     run_round = federated_round.with_options(task_runner=round_task_runner(cfg, address))
-    results = read_results_task(cfg, list(range(1, first)))
     try:
-        for t in range(first, cfg.federation.rounds + 1):
-            held = renew_lease_task(cfg, held, t)
-            results.append(run_round(cfg, t, parent_run_id))
+        # Distributed: every owner's warm run starts now (its model loads during the initial
+        # evaluation) and serves every round not yet committed.
+        with owners_for(cfg, last_committed + 1, cfg.federation.rounds) as owners:
+            initial = initial_evaluation_task(cfg)
+            if parent_run_id is not None:
+                log_initial_evaluation_task(cfg, parent_run_id, initial)
+            results = read_results_task(cfg, list(range(1, first)))
+            for t in range(first, cfg.federation.rounds + 1):
+                held = renew_lease_task(cfg, held, t)
+                results.append(run_round(cfg, t, parent_run_id, owners))
     except Exception:
         # The parent run must not stay RUNNING: FAILED says so in the UI, and a rerun resumes it.
         if parent_run_id is not None:

@@ -1,4 +1,4 @@
-"""A round's fan-out to the owners: client tasks in the coordinator's process, or deployments.
+"""A round's fan-out to the owners: client tasks in the coordinator's process, or warm owner runs.
 
 Late or failed owners are recorded with their reason, never averaged (SPEC §5). The deltas
 travel through the store; what comes back is who delivered.
@@ -10,6 +10,7 @@ import time
 
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_io import timing
+from flows.distributed import OwnerSession, gather, serving_owners
 from tasks.train import train_client_task
 
 
@@ -33,19 +34,25 @@ def _embedded(cfg: ExperimentConfig, round_idx: int) -> tuple[list[str], dict[st
     return delivered, failed
 
 
-def run_owners(cfg: ExperimentConfig, round_idx: int) -> tuple[list[str], dict[str, str]]:
-    """(owners that delivered, {owner that did not: why}) for round ``round_idx``."""
+def run_owners(
+    cfg: ExperimentConfig, round_idx: int, owners: OwnerSession | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """(owners that delivered, {owner that did not: why}) for round ``round_idx``.
+
+    Distributed, the round waits for the experiment's warm owner runs (``owners``); a round run
+    on its own gets a session of its own, for this round only.
+    """
     if cfg.federation.mode == "embedded" and cfg.federation.owner_processes == 0:
         return _embedded(cfg, round_idx)
     started = time.perf_counter()
     if cfg.federation.mode == "embedded":
         # Owner worker processes time their tasks in their own processes: the wait is the training.
         outcome = _embedded(cfg, round_idx)
-        timing.record("train_s", time.perf_counter() - started)
-        return outcome
-    from flows.distributed import fan_out
-
-    outcome = fan_out(cfg, round_idx)
+    elif owners is not None:
+        outcome = gather(cfg, owners, round_idx)
+    else:
+        with serving_owners(cfg, round_idx, round_idx) as session:
+            outcome = gather(cfg, session, round_idx)
     # The owners train on their own machines: the coordinator's wait counts as training.
     timing.record("train_s", time.perf_counter() - started)
     return outcome

@@ -1,23 +1,29 @@
-"""One data owner's round, run by the owner's own Prefect worker (distributed mode).
+"""One data owner's rounds of an experiment, run by the owner's own Prefect worker (distributed mode).
 
-The coordinator starts this flow through the deployment ``fgrpo-client/<owner>`` and passes only
-the client id, the round and the experiment's name. The experiment config is read here, on the
-owner's machine (``FGRPO_OWNER_CONFIG``): it alone holds the owner's ``data_path``, and the
-owner's prompts never leave it. What goes back is a manifest key and scalar stats.
+The coordinator starts this flow once per experiment through the deployment
+``fgrpo-client/<owner>`` and passes only the client id, the experiment's name, its owner-session
+id and the rounds to serve. The run loads the base model once and then, round after round, waits
+in the store for theta_{t-1}, trains (one task run per round: its own state, logs and retries)
+and uploads its delta; it exits after the last round or at the coordinator's stop marker. The
+experiment config is read here, on the owner's machine (``FGRPO_OWNER_CONFIG``): it alone holds
+the owner's ``data_path``, and the owner's prompts never leave it.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import flow
 from prefect.runtime import flow_run
 
 from fgrpo_core.config import ExperimentConfig, load_config, parse_config
 from fgrpo_core.errors import ConfigError, OwnerError
-from fgrpo_core.manifest import ClientManifest
-from fgrpo_core.owner_failure import from_error
+from fgrpo_core.owner_failure import OwnerFailure, from_error
+
+if TYPE_CHECKING:
+    from fgrpo_io.rendezvous import SessionReport
 
 OWNER_CONFIG_ENV = "FGRPO_OWNER_CONFIG"
 # The only folder a flow run's `experiment_config` may name a file in (default: OWNER_CONFIG's).
@@ -31,7 +37,8 @@ DEVICE_ENV = "FGRPO_DEVICE"
 
 def _client_run_name() -> str:
     params = flow_run.parameters
-    return f"{params['experiment']}-{params['client_id']}-round-{params['round_idx']:04d}"
+    rounds = f"{params['first_round']:04d}-{params['last_round']:04d}"
+    return f"{params['experiment']}-{params['client_id']}-rounds-{rounds}"
 
 
 def config_path(experiment_config: str | None) -> Path:
@@ -89,10 +96,15 @@ def owner_config(client_id: str, experiment: str, experiment_config: str | None 
 
 
 @flow(name="fgrpo-client", flow_run_name=_client_run_name, log_prints=True)
-def client_round(
-    client_id: str, round_idx: int, experiment: str, experiment_config: str | None = None
-) -> ClientManifest:
-    """Train ``client_id`` for round ``round_idx`` from theta_{t-1}; upload its delta and manifest.
+def owner_rounds(
+    client_id: str,
+    experiment: str,
+    session: str,
+    first_round: int,
+    last_round: int,
+    experiment_config: str | None = None,
+) -> SessionReport:
+    """Serve rounds ``first_round``..``last_round`` for ``client_id`` from one warm process.
 
     ``experiment_config`` names a file in the owner's config folder; by default ``$FGRPO_OWNER_CONFIG``.
     An owner whose data, reward or model cannot run records a permanent failure (kind and what to
@@ -101,16 +113,40 @@ def client_round(
     cfg = owner_config(client_id, experiment, experiment_config)
     # Imported here: deploying this flow loads this file to read its parameters, and the
     # coordinator's machine should not need torch for that.
+    from fgrpo_io import runtime
+    from fgrpo_io.rendezvous import SessionReport
+    from tasks.owner import load_model_task, report_failure_task, report_session_task, wait_round_task
     from tasks.owner_check import check_owner_task, record_failure_task
     from tasks.train import train_client_task
 
-    failure = check_owner_task(cfg, client_id, round_idx)
-    if failure is None:
-        try:
-            return train_client_task(cfg, client_id, round_idx)
-        except Exception as err:
-            failure = from_error(client_id, round_idx, err)
-            if failure is None:  # not known permanent (I/O, a crash): the generic failure
-                raise
-    record_failure_task(cfg, failure)
-    raise OwnerError(failure.kind, failure.reason)
+    report = SessionReport(client_id=client_id, session=session, flow_run_id=str(flow_run.id))
+    load_model_task(cfg)  # while the coordinator initialises: off every round's path
+    # Pre-flight once (model, data, reward): a permanent failure is recorded for every round.
+    permanent: OwnerFailure | None = check_owner_task(cfg, client_id, first_round)
+    for t in range(first_round, last_round + 1):
+        readiness = wait_round_task(cfg, client_id, session, t)
+        if readiness == "stopped":
+            report.stopped = True
+            break
+        if readiness == "closed":  # the coordinator's deadline passed before this owner began
+            report.skipped.append(t)
+            continue
+        if permanent is None:
+            state = train_client_task(cfg, client_id, t, return_state=True)
+            if state.is_completed():
+                report.trained.append(t)
+                continue
+            error = state.result(raise_on_failure=False)
+            permanent = from_error(client_id, t, error) if isinstance(error, BaseException) else None
+            reason = f"{state.name}: {state.message or 'no message'}"
+        if permanent is not None:
+            failure = permanent.model_copy(update={"round": t})
+            record_failure_task(cfg, failure)  # the row's reason: `permanent: kind: what to fix`
+            reason = failure.reason
+        report.failed[t] = reason  # this owner's round only: the next round starts afresh
+        report_failure_task(cfg, client_id, t, reason)  # the coordinator stops waiting for it
+    report.model_loads = runtime.model_loads()
+    report_session_task(cfg, report)
+    if permanent is not None:  # nothing retries it: the run fails with what to fix
+        raise OwnerError(permanent.kind, permanent.reason)
+    return report

@@ -11,6 +11,7 @@ from fgrpo_core.errors import QuorumError
 from fgrpo_core.types import RoundResult
 from fgrpo_io import runtime
 from fgrpo_io.reports import failed_round_markdown, round_markdown
+from flows.distributed import OwnerSession
 from flows.fan_out import run_owners
 from tasks.aggregate import aggregate_task, commit_task
 from tasks.evaluate_global import evaluate_candidate_task
@@ -29,11 +30,16 @@ def _artifact_key(cfg: ExperimentConfig, round_idx: int) -> str:
 
 
 @flow(name="federated-round", flow_run_name=_round_run_name, validate_parameters=False)
-def federated_round(cfg: ExperimentConfig, round_idx: int, parent_run_id: str | None) -> RoundResult:
-    """Round t: every owner trains from theta_{t-1}; the coordinator commits theta_t or refuses it."""
+def federated_round(
+    cfg: ExperimentConfig, round_idx: int, parent_run_id: str | None, owners: OwnerSession | None = None
+) -> RoundResult:
+    """Round t: every owner trains from theta_{t-1}; the coordinator commits theta_t or refuses it.
+
+    ``owners``: the experiment's warm owner runs (distributed mode), None otherwise.
+    """
     result = committed_result_task(cfg, round_idx)
     if result is None:  # not committed yet (else: resumed after the commit, finish the rest)
-        delivered, failed = run_owners(cfg, round_idx)
+        delivered, failed = run_owners(cfg, round_idx, owners)
         try:
             candidate = aggregate_task(cfg, round_idx, delivered, failed)
         except QuorumError as err:

@@ -1,8 +1,9 @@
 """Distributed mode through `fgrpo stack up`: real Prefect server, one worker per owner, moto S3 with IAM.
 
-The coordinator (this test process) initialises theta_0, fans each round out to the owners'
-deployments with `flows.distributed.fan_out` and aggregates; the owners train in their workers'
-flow-run processes with their own credentials and config.
+The coordinator (this test process) initialises theta_0, starts one warm run per owner for the
+experiment (`flows.distributed.serving_owners`), gathers each round's deliveries from the store
+and aggregates; the owners train in their workers' flow-run processes with their own credentials
+and config, loading the base model once for both rounds.
 """
 
 from __future__ import annotations
@@ -26,40 +27,21 @@ from fgrpo_core.config import ExperimentConfig, parse_config
 from fgrpo_core.errors import DeltaValidationError
 from fgrpo_core.manifest import ClientManifest
 from fgrpo_core.types import ClientStats, ServerState
-from fgrpo_io import exchange, layout
-from fgrpo_io.s3_store import S3Store
+from fgrpo_io import exchange, layout, rendezvous
+from fgrpo_io.rendezvous import SessionReport
 from fgrpo_io.store import StoreAccessDeniedError
-from flows.distributed import fan_out
-from tests.conftest import tiny_config
+from flows.distributed import OwnerSession, gather, serving_owners
+from tests.distributed_helpers import (
+    OWNERS,
+    client_runs,
+    coordinator_store,
+    dist_config,
+    env_file,
+    owner_store,
+    prefect_settings,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-OWNERS = ("owner-a", "owner-b")
-BUCKET = "fgrpo-dist"
-
-
-def _config(model_cache: Path, out: Path) -> dict[str, Any]:
-    cfg = tiny_config(
-        model_cache,
-        out,
-        store={"kind": "s3", "bucket": BUCKET, "prefix": "fgrpo"},
-        federation={"rounds": 2, "min_clients": 2, "mode": "distributed", "round_timeout_s": 240},
-        tracking={"enabled": False, "tracking_uri": None},
-    )
-    cfg["clients"] = [c for c in cfg["clients"] if c["id"] in OWNERS]
-    return cfg
-
-
-def _env_file(path: Path) -> dict[str, str]:
-    pairs = (line.removeprefix("export ").split("=", 1) for line in path.read_text().splitlines())
-    return {k: v for k, v in pairs}
-
-
-def _settings(api_url: str, auth: str) -> Any:
-    """The coordinator's Prefect client settings: the stack's API and its basic-auth string."""
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
-
-    return temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_API_AUTH_STRING: auth})
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +52,7 @@ def dist(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterato
 
     # Prepare: the experiment config every site shares (here one file on one machine).
     out = tmp_path_factory.mktemp("distributed")
-    raw = _config(model_cache, out)
+    raw = dist_config(model_cache, out)
     config_path = out / "tiny.yaml"
     config_path.write_text(yaml.safe_dump(raw))
     cfg = parse_config(raw)
@@ -79,11 +61,11 @@ def dist(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterato
     assert result.exit_code == 0, result.output + repr(result.exception)
     state = stack.read_state(stack_dir)
     assert state is not None
-    coordinator = _env_file(stack_dir / "coordinator.env")
+    coordinator = env_file(stack_dir / "coordinator.env")
     try:
         with (
             pytest.MonkeyPatch.context() as mp,
-            _settings(state["env"]["PREFECT_API_URL"], coordinator["PREFECT_API_AUTH_STRING"]),
+            prefect_settings(state["env"]["PREFECT_API_URL"], coordinator["PREFECT_API_AUTH_STRING"]),
         ):
             for name, value in coordinator.items():
                 mp.setenv(name, value)
@@ -91,14 +73,16 @@ def dist(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterato
             initialise_task.fn(cfg)  # also warms the shared model cache before the owners load it
             initial_evaluation_task.fn(cfg)
             rounds = []
-            for t in (1, 2):
-                delivered, failed = fan_out(cfg, t)
-                candidate = aggregate_task.fn(cfg, t, delivered, failed)
-                committed = commit_task.fn(cfg, candidate, evaluate_candidate_task.fn(cfg, candidate))
-                rounds.append({"delivered": delivered, "failed": failed, **committed.model_dump()})
+            with serving_owners(cfg, 1, 2) as session:
+                for t in (1, 2):
+                    delivered, failed = gather(cfg, session, t)
+                    candidate = aggregate_task.fn(cfg, t, delivered, failed)
+                    committed = commit_task.fn(cfg, candidate, evaluate_candidate_task.fn(cfg, candidate))
+                    rounds.append({"delivered": delivered, "failed": failed, **committed.model_dump()})
             yield {
                 "cfg": cfg,
                 "rounds": rounds,
+                "session": session,
                 "stack_dir": stack_dir,
                 "state": state,
                 "config_path": config_path,
@@ -108,18 +92,6 @@ def dist(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterato
             }
     finally:
         stack.down(stack_dir)
-
-
-def _coordinator_store(dist: dict[str, Any], mp: pytest.MonkeyPatch) -> S3Store:
-    for name, value in _env_file(dist["stack_dir"] / "coordinator.env").items():
-        mp.setenv(name, value)
-    return S3Store(BUCKET, endpoint_url=dist["state"]["env"]["FGRPO_S3_ENDPOINT_URL"])
-
-
-def _owner_store(dist: dict[str, Any], owner: str, mp: pytest.MonkeyPatch) -> S3Store:
-    for name, value in _env_file(dist["stack_dir"] / "credentials" / f"{owner}.env").items():
-        mp.setenv(name, value)
-    return S3Store(BUCKET, endpoint_url=dist["state"]["env"]["FGRPO_S3_ENDPOINT_URL"])
 
 
 def test_stack_status_lists_every_component_alive(dist: dict[str, Any]) -> None:
@@ -152,7 +124,7 @@ def test_both_rounds_committed_with_every_owners_delta(dist: dict[str, Any]) -> 
     # Prepare
     cfg: ExperimentConfig = dist["cfg"]
     with pytest.MonkeyPatch.context() as mp:
-        store = _coordinator_store(dist, mp)
+        store = coordinator_store(dist, mp)
         state = ServerState()
         for report in dist["rounds"]:
             t = report["round"]
@@ -174,40 +146,49 @@ def test_both_rounds_committed_with_every_owners_delta(dist: dict[str, Any]) -> 
             assert got == pytest.approx({r.client_id: r.weight for r in rows}, abs=1e-9)
 
 
-def test_each_owner_ran_on_its_own_pool(dist: dict[str, Any]) -> None:
+def test_each_owner_served_both_rounds_from_one_run_on_its_own_pool(dist: dict[str, Any]) -> None:
     # Prepare
-    import asyncio
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-
-    async def client_runs() -> list[Any]:
-        async with get_client() as client:
-            return await client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=["fgrpo-client"]))
-            )
-
+    session: OwnerSession = dist["session"]
     # Execute
-    with _settings(dist["api_url"], dist["auth"]):
-        runs = asyncio.run(client_runs())
-    # Assert: one completed run per owner and round, on pool owner-<id>; the coordinator
-    # passed no path and no data, only the owner, the round and the experiment's name.
-    seen = sorted(
-        (r.parameters["client_id"], r.parameters["round_idx"])
-        for r in runs
-        if r.state and r.state.is_completed()
-    )
-    assert seen == [(o, t) for o in OWNERS for t in (1, 2)]
-    for run in runs:
-        assert run.work_pool_name == f"owner-{run.parameters['client_id']}"
-        assert set(run.parameters) == {"client_id", "round_idx", "experiment"}
+    runs = client_runs(dist, session.id)
+    # Assert: one completed run per owner, on pool owner-<id>; the coordinator passed no path
+    # and no data, only the owner, the experiment's name, the session and the rounds.
+    assert sorted(r.parameters["client_id"] for r, _ in runs) == list(OWNERS)
+    for run, task_runs in runs:
+        owner = run.parameters["client_id"]
+        assert run.state is not None and run.state.is_completed()
+        assert run.work_pool_name == f"owner-{owner}"
+        assert str(run.id) == session.runs[owner]
+        assert set(run.parameters) == {"client_id", "experiment", "session", "first_round", "last_round"}
+        # Each round is a task run of its own (state, logs, retries) inside the owner's run.
+        done = {t.name: t.state.name for t in task_runs if t.state is not None}
+        assert done[f"train-{owner}-round-1"] == done[f"train-{owner}-round-2"] == "Completed"
+
+
+def test_one_base_model_load_per_owner_per_experiment(dist: dict[str, Any]) -> None:
+    # Prepare
+    session: OwnerSession = dist["session"]
+    ident = exchange.identity(dist["cfg"])
+    # Execute: what each owner's process counted and wrote under its own prefix on exit.
+    with pytest.MonkeyPatch.context() as mp:
+        store = coordinator_store(dist, mp)
+        reports = {o: rendezvous.read_report(store, ident, o, session.id) for o in OWNERS}
+    # Assert: both rounds trained in one process that loaded the base model exactly once.
+    for owner, report in reports.items():
+        assert report == SessionReport(
+            client_id=owner,
+            session=session.id,
+            flow_run_id=session.runs[owner],
+            trained=[1, 2],
+            model_loads=1,
+        )
 
 
 def test_owner_credentials_cannot_write_another_owners_prefix(dist: dict[str, Any]) -> None:
     # Prepare: moto enforces the IAM policy of owner-a's own key pair.
     name = dist["cfg"].name
     with pytest.MonkeyPatch.context() as mp:
-        alice = _owner_store(dist, "owner-a", mp)
+        alice = owner_store(dist, "owner-a", mp)
         # Execute / Assert: she reads global/, writes her prefix, and nothing else.
         assert alice.get_bytes(layout.global_manifest_key("fgrpo", name, 2))
         alice.put_bytes(f"{layout.client_prefix('fgrpo', name, 'owner-a')}scratch.bin", b"ok")
@@ -223,7 +204,7 @@ def test_manifest_under_own_prefix_claiming_another_owner_is_refused(dist: dict[
     cfg: ExperimentConfig = dist["cfg"]
     ident = exchange.identity(cfg)
     with pytest.MonkeyPatch.context() as mp:
-        admin = _coordinator_store(dist, mp)
+        admin = coordinator_store(dist, mp)
         theirs = ClientManifest.model_validate(
             json.loads(admin.get_bytes(layout.client_manifest_key("fgrpo", cfg.name, "owner-b", 2)))
         )
@@ -238,7 +219,7 @@ def test_manifest_under_own_prefix_claiming_another_owner_is_refused(dist: dict[
         ),
     }
     with pytest.MonkeyPatch.context() as mp:
-        alice = _owner_store(dist, "owner-a", mp)
+        alice = owner_store(dist, "owner-a", mp)
         for t, manifest in forged.items():
             alice.put_bytes(
                 layout.client_manifest_key("fgrpo", cfg.name, "owner-a", t),
@@ -246,7 +227,7 @@ def test_manifest_under_own_prefix_claiming_another_owner_is_refused(dist: dict[
             )
     # Execute / Assert: the coordinator's manifest check refuses both.
     with pytest.MonkeyPatch.context() as mp:
-        admin = _coordinator_store(dist, mp)
+        admin = coordinator_store(dist, mp)
         theta = exchange.read_global(admin, ident, 2)
         for t, needle in ((3, "owner-b"), (4, "outside its owner's own prefix")):
             expected = exchange.expected_update(ident, t, "owner-a", theta, cfg.federation.delta_dtype)
@@ -254,22 +235,45 @@ def test_manifest_under_own_prefix_claiming_another_owner_is_refused(dist: dict[
                 exchange.read_client_delta(admin, ident, expected)
 
 
-def test_owner_refuses_another_experiment_and_late_runs_fail(dist: dict[str, Any]) -> None:
+def test_refusing_or_late_owners_do_not_block_a_round(dist: dict[str, Any]) -> None:
     # Prepare: the coordinator asks for an experiment the owners' configs do not hold, then
-    # gives a round no time at all.
+    # gives a round (5: theta_4 does not exist yet) half a second.
+    import time
+
     cfg: ExperimentConfig = dist["cfg"]
     other = cfg.model_copy(update={"name": "not-this-one"})
     hurried = cfg.model_copy(
         update={"federation": cfg.federation.model_copy(update={"round_timeout_s": 0.5})}
     )
+    ident = exchange.identity(cfg)
     # Execute
-    with _settings(dist["api_url"], dist["auth"]):
-        refused = fan_out(other, 1)
-        late = fan_out(hurried, 9)
-    # Assert: nobody delivered; each owner's reason says why.
+    with prefect_settings(dist["api_url"], dist["auth"]), pytest.MonkeyPatch.context() as mp:
+        store = coordinator_store(dist, mp)  # also the coordinator's credentials for gather
+        started = time.monotonic()
+        with serving_owners(other, 1, 1) as session:
+            refused = gather(other, session, 1)
+        refused_s = time.monotonic() - started
+        with serving_owners(hurried, 5, 5) as late_session:
+            started = time.monotonic()
+            late = gather(hurried, late_session, 5)
+            late_s = time.monotonic() - started
+            # The owners start, load, see round 5 closed and exit by themselves.
+            deadline = time.monotonic() + 180
+            reports: dict[str, SessionReport | None] = {}
+            while time.monotonic() < deadline and not all(reports.get(o) for o in OWNERS):
+                reports = {o: rendezvous.read_report(store, ident, o, late_session.id) for o in OWNERS}
+                time.sleep(1)
+    # Assert: a refusing owner's run fails and the round stops waiting for it at once.
     assert refused[0] == [] and set(refused[1]) == set(OWNERS)
     assert all("Failed" in reason for reason in refused[1].values())
+    assert refused_s < cfg.federation.round_timeout_s
+    # A late owner costs the round its deadline, no more, and skips the closed round.
     assert late[0] == [] and all("round_timeout_s=0.5" in r for r in late[1].values())
+    assert late_s < 5
+    for owner in OWNERS:
+        report = reports[owner]
+        assert report is not None and (report.skipped, report.trained) == ([5], []), report
+        assert not store.exists(layout.client_manifest_key("fgrpo", cfg.name, owner, 5))
 
 
 def test_down_stops_every_process_and_keeps_the_data(dist: dict[str, Any]) -> None:

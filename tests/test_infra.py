@@ -118,7 +118,7 @@ def test_prefect_yaml_deploys_each_owner_and_a_scheduled_experiment() -> None:
     # Assert: the client flow on every owner's pool, with no job variables (its pool refuses them).
     for owner in OWNERS:
         dep = deployments[owner]
-        assert dep["entrypoint"] == "flows/owner.py:client_round"
+        assert dep["entrypoint"] == "flows/owner.py:owner_rounds"
         assert dep["work_pool"] == {"name": work_pool_name(owner)}
     experiment = deployments[DEMO.name]
     assert experiment["entrypoint"] == "flows/experiment.py:run_experiment"

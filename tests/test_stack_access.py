@@ -87,6 +87,11 @@ def _client_settings(access: dict[str, Any]) -> Any:
     )
 
 
+def _session_params(experiment: str) -> dict[str, Any]:
+    """An owner run's parameters but the owner: one round of a made-up owner session."""
+    return {"experiment": experiment, "session": "0123456789abcdef", "first_round": 1, "last_round": 1}
+
+
 def test_the_api_answers_only_with_the_auth_string(access: dict[str, Any]) -> None:
     # Prepare
     api = access["api_url"]
@@ -182,7 +187,7 @@ def test_every_owner_pool_pins_command_and_env(access: dict[str, Any]) -> None:
                 try:
                     await client.create_flow_run_from_deployment(
                         deployment.id,
-                        parameters={"client_id": "owner-a", "round_idx": 1, "experiment": cfg.name},
+                        parameters={"client_id": "owner-a", **_session_params(cfg.name)},
                         job_variables={name: value},
                     )
                     refused[name] = "created"
@@ -220,11 +225,7 @@ def test_smuggled_job_variables_have_no_effect_and_the_run_fails_with_its_reason
 
     cfg = access["cfg"]
     markers = {o: access["out"] / f"pwned-{o}" for o in OWNERS}
-    params = {
-        "round_idx": 1,
-        "experiment": cfg.name,
-        "experiment_config": "../../../../../../../../etc/hostname",
-    }
+    params = {**_session_params(cfg.name), "experiment_config": "../../../../../../../../etc/hostname"}
 
     async def attack(client: Any, owner: str) -> tuple[tuple[int, int], str]:
         deployment = await client.read_deployment_by_name(deployment_name(owner))

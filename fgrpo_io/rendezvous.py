@@ -1,0 +1,160 @@
+"""Warm owners and the coordinator meet in the store: markers, waits and owner notes (no Prefect).
+
+One owner session is one experiment invocation's set of warm owner runs (flows/distributed.py).
+The coordinator writes round t's *closed* marker when it stops waiting for round t and the *stop*
+marker when the experiment ends or fails; an owner writes a *failure note* when its round t
+failed and a *session report* when it exits. Both sides poll: the store is the one channel they
+share (an owner's credentials read global/ and write its own clients/<owner>/ prefix, no more).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fgrpo_io import layout
+from fgrpo_io.exchange import Identity
+from fgrpo_io.store import ObjectStore, StoreError, get_json, put_json
+
+# The polls for theta_{t-1} (owner) and for manifests (coordinator) add their delay to every
+# round, so they are short; the rarer events (a marker, a failure note, a run that ended) are
+# asked for once a second.
+OWNER_POLL_S = 0.2
+COORDINATOR_POLL_S = 0.2
+MARKER_POLL_S = 1.0
+# How often the coordinator asks Prefect whether an owner's run has ended without delivering.
+RUN_STATE_POLL_S = 1.0
+
+Readiness = Literal["ready", "closed", "stopped"]
+# Owners still pending -> {owner: why it will not deliver}, for those whose run has ended.
+GoneCheck = Callable[[list[str]], dict[str, str]]
+
+
+class RoundWaitError(StoreError):
+    """An owner waited longer than it may for the coordinator's global adapter."""
+
+
+class SessionReport(BaseModel):
+    """What one warm owner run did; written under the owner's prefix when it exits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str = Field(description="The owner this run trained.")
+    session: str = Field(description="The coordinator's owner-session id.")
+    flow_run_id: str | None = Field(default=None, description="The owner's Prefect flow run, if any.")
+    trained: list[int] = Field(default_factory=list, description="Rounds this run delivered a delta for.")
+    skipped: list[int] = Field(
+        default_factory=list, description="Rounds the coordinator had closed before this run began them."
+    )
+    failed: dict[int, str] = Field(default_factory=dict, description="Rounds whose training failed: why.")
+    stopped: bool = Field(default=False, description="True when the coordinator's stop marker ended it.")
+    model_loads: int = Field(default=0, ge=0, description="Base-model loads of this run's process.")
+
+
+def close_round(store: ObjectStore, ident: Identity, session: str, t: int) -> None:
+    """The coordinator stops waiting for round t: an owner that has not begun it skips it."""
+    put_json(store, layout.round_closed_key(ident.prefix, ident.experiment, session, t), {"round": t}, True)
+
+
+def stop(store: ObjectStore, ident: Identity, session: str, reason: str) -> None:
+    """Every owner run of the session exits at its next wait."""
+    put_json(store, layout.stop_key(ident.prefix, ident.experiment, session), {"reason": reason}, True)
+
+
+def wait_for_round(store: ObjectStore, ident: Identity, session: str, t: int, timeout_s: float) -> Readiness:
+    """Until theta_{t-1} is committed ("ready"), round t is closed, or the session is stopped.
+
+    Raises RoundWaitError after ``timeout_s``: the coordinator is gone or stuck.
+    """
+    stop_key = layout.stop_key(ident.prefix, ident.experiment, session)
+    closed_key = layout.round_closed_key(ident.prefix, ident.experiment, session, t)
+    head_key = layout.global_manifest_key(ident.prefix, ident.experiment, t - 1)
+    deadline = time.monotonic() + timeout_s
+    next_marker_check = time.monotonic()
+    while True:
+        ready = store.exists(head_key)
+        # The markers once a second while waiting (and once when ready): fewer requests a poll.
+        if ready or time.monotonic() >= next_marker_check:
+            if store.exists(stop_key):
+                return "stopped"
+            if store.exists(closed_key):
+                return "closed"
+            next_marker_check = time.monotonic() + MARKER_POLL_S
+        if ready:
+            return "ready"
+        if time.monotonic() > deadline:
+            raise RoundWaitError(
+                f"no global adapter of round {t - 1} at {store.uri(head_key)} after {timeout_s:g} s, "
+                "and no stop marker: is the coordinator's experiment still running? "
+                "(federation.round_timeout_s bounds this wait)"
+            )
+        time.sleep(OWNER_POLL_S)
+
+
+def write_failure(store: ObjectStore, ident: Identity, client: str, t: int, reason: str) -> None:
+    key = layout.client_failure_note_key(ident.prefix, ident.experiment, client, t)
+    put_json(store, key, {"round": t, "reason": reason}, True)
+
+
+def read_failure(store: ObjectStore, ident: Identity, client: str, t: int) -> str | None:
+    """The owner's note that its round t failed, None when there is none."""
+    key = layout.client_failure_note_key(ident.prefix, ident.experiment, client, t)
+    return str(get_json(store, key)["reason"]) if store.exists(key) else None
+
+
+def write_report(store: ObjectStore, ident: Identity, report: SessionReport) -> str:
+    key = layout.owner_session_key(ident.prefix, ident.experiment, report.client_id, report.session)
+    put_json(store, key, report, True)
+    return key
+
+
+def read_report(store: ObjectStore, ident: Identity, client: str, session: str) -> SessionReport | None:
+    key = layout.owner_session_key(ident.prefix, ident.experiment, client, session)
+    return SessionReport.model_validate(get_json(store, key)) if store.exists(key) else None
+
+
+def wait_deliveries(
+    store: ObjectStore, ident: Identity, t: int, owners: list[str], timeout_s: float, gone: GoneCheck
+) -> tuple[list[str], dict[str, str]]:
+    """(owners that delivered round t, {owner that did not: why}) once none is pending.
+
+    An owner stops being pending when its manifest exists, when it left a failure note, when
+    ``gone`` says its run ended, or at the deadline (``timeout_s`` from now).
+    """
+    deadline = time.monotonic() + timeout_s
+    next_state_check = time.monotonic()
+    delivered: list[str] = []
+    failed: dict[str, str] = {}
+    pending = list(owners)
+
+    def arrived(client: str) -> bool:
+        return store.exists(layout.client_manifest_key(ident.prefix, ident.experiment, client, t))
+
+    while pending:
+        for client in [c for c in pending if arrived(c)]:
+            pending.remove(client)
+            delivered.append(client)
+        now = time.monotonic()
+        if not pending or now >= deadline:
+            break
+        if now >= next_state_check:
+            for client in list(pending):
+                if (note := read_failure(store, ident, client, t)) is not None:
+                    pending.remove(client)
+                    failed[client] = f"client failed: {note}"
+            for client, why in gone(list(pending)).items():
+                pending.remove(client)
+                # Delivered just before its run ended (its last round): not a failure.
+                if arrived(client):
+                    delivered.append(client)
+                else:
+                    failed[client] = why
+            next_state_check = now + RUN_STATE_POLL_S
+        time.sleep(COORDINATOR_POLL_S)
+    for client in pending:
+        failed[client] = f"no delta within round_timeout_s={timeout_s:g}"
+    order = {c: i for i, c in enumerate(owners)}
+    return sorted(delivered, key=order.__getitem__), failed
