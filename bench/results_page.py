@@ -257,7 +257,7 @@ def write_page(data: dict[str, Any], page: Path, json_path: Path, tag: str | Non
         "- Client trainer step time: `bench/results/step-time-*.json` (`bench/step_time.py`)",
         "- [The budget of `make tiny`](../bench/results/tiny-budget.md) (`configs/tiny.yaml`: 12 runs, 3 seeds)",
         "- Both model sizes: [tiny](results.md), [SmolLM2-135M](results-smollm2.md); the four earlier tiny "
-        "scenarios (3 seeds, scale_start first_round): [results-tiny-four-scenarios.md](results-tiny-four-scenarios.md)",
+        "scenarios: [5 seeds](results-tiny-four-scenarios.md), [3 seeds with the ablation](results-tiny-four-scenarios-ablation-3seeds.md)",
         "- [Fault and attack suite](faults.md)",
         "",
     ]
