@@ -130,7 +130,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         label = f"{r['attack']} ({r['variant']})" + (" **control**" if r.get("control") else "")
         theta = "—" if "max_abs_theta" not in r else f"{r['max_abs_theta']:.3g}"
         change = [_cell(r["macro_accuracy_change"]), _cell(r["normalised_reward_change"])]
-        cells = [label, _cell(r["injected"]), _weight(r), _cell(r["reason"]), _cell(r["round"], 80)]
+        gate = r.get("commit_gate", "passed")
+        shown = r["round"] + ("" if gate == "passed" else f" ({gate})")
+        cells = [label, _cell(r["injected"]), _weight(r), _cell(r["reason"]), _cell(shown, 200)]
         lines.append("| " + " | ".join([*cells, *change, theta, _cell(r["next_round"], 80)]) + " |")
     return "\n".join(lines)
 
