@@ -25,6 +25,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from fgrpo_core.base_models import SMOLLM2_GGUF
 from fgrpo_core.config import ExperimentConfig, LoraSettings, parse_config
 from fgrpo_core.deltas import ENCODINGS, Encoding, encode
+from fgrpo_core.downlink import encoded_step
 from fgrpo_core.models import ModelBundle, build_peft_model, get_adapter, load_bundle
 from fgrpo_core.types import Adapter
 
@@ -137,8 +138,17 @@ def synthetic_delta(layout: AdapterLayout, seed: int, std: float = SYNTHETIC_DEL
 
 
 def bytes_row(layout: AdapterLayout, delta: Adapter, global_adapter: Adapter) -> dict[str, Any]:
-    """Bytes per owner per round: upload (the delta, per encoding) and download (global, float32)."""
+    """Bytes per owner per round: upload (the delta) and download, per encoding.
+
+    Download before: theta_t in float32 whatever the encoding. Now: with bfloat16 or int8 the
+    step from theta_{t-1} in that encoding (fgrpo_core/downlink.py; here theta_t = theta + delta).
+    """
     download = len(encode(global_adapter, "float32"))
+    following = {k: global_adapter[k] + delta[k] for k in global_adapter}
+    downloads = {
+        enc: download if enc == "float32" else len(encoded_step(global_adapter, following, enc)[1])
+        for enc in ENCODING_NAMES
+    }
     base_fp32 = 4 * layout.base_params
     payloads = {enc: encode(delta, enc) for enc in ENCODING_NAMES}
     uploads = {enc: len(data) for enc, data in payloads.items()}
@@ -156,7 +166,9 @@ def bytes_row(layout: AdapterLayout, delta: Adapter, global_adapter: Adapter) ->
         "encodings": {
             enc: {
                 "upload_bytes": uploads[enc],
-                "per_owner_round_bytes": uploads[enc] + download,
+                "download_bytes": downloads[enc],
+                "download_ratio_to_fp32": downloads[enc] / download,
+                "per_owner_round_bytes": uploads[enc] + downloads[enc],
                 "header_bytes": headers[enc],
                 "ratio_to_fp32": uploads[enc] / uploads["float32"],
                 "tensor_data_ratio_to_fp32": (uploads[enc] - headers[enc]) / data_fp32,

@@ -15,7 +15,14 @@ from typing import Annotated, Any
 
 import typer
 
-from fgrpo_app.cli_common import ConfigArgument, ConfigOption, config_path, fail, load_or_fail
+from fgrpo_app.cli_common import (
+    EXIT_OWNER_FAILED,
+    ConfigArgument,
+    ConfigOption,
+    config_path,
+    fail,
+    load_or_fail,
+)
 from fgrpo_core.config import ExperimentConfig, parse_config
 from fgrpo_core.errors import ConfigError, FgrpoError
 from fgrpo_io.environment import apply_defaults
@@ -24,7 +31,9 @@ EXIT_CODES = (
     "Exit codes: 0 done; 1 the experiment failed (a quorum, a store, MLflow or Prefect error, "
     "another coordinator holding the experiment, a config that differs from the experiment's pin: "
     "the message names it); 2 bad usage or an invalid config (every error with its field path or "
-    'file:line). Interrupted (Ctrl-C): 1 and "Aborted!"; `fgrpo run` again resumes after the last '
+    "file:line); 3 the rounds ran but an owner failed permanently in some round (its data, reward or "
+    "model: the summary lists each with what to fix; the rounds went on without it). "
+    'Interrupted (Ctrl-C): 1 and "Aborted!"; `fgrpo run` again resumes after the last '
     "committed round."
 )
 app = typer.Typer(
@@ -108,11 +117,13 @@ def run(
     finish_summary(cfg, summary, time.monotonic() - started, str(state.state_details.flow_run_id))
     if json_out:
         typer.echo(json.dumps(summary, indent=2, default=str))
-        return
-    for report in summary["rounds"]:
-        if int(report["round"]) not in view.committed:  # the round flow did not announce it
-            typer.echo(round_line(report))
-    print_summary(summary, path)
+    else:
+        for report in summary["rounds"]:
+            if int(report["round"]) not in view.committed:  # the round flow did not announce it
+                typer.echo(round_line(report))
+        print_summary(summary, path)
+    if summary["failed_owners"]:
+        raise typer.Exit(EXIT_OWNER_FAILED)
 
 
 class _nothing:  # noqa: N801 - a null context manager for the --json path

@@ -10,6 +10,9 @@ import typer
 from fgrpo_core.config import ExperimentConfig, load_config
 from fgrpo_core.errors import ConfigError
 
+# `fgrpo run`: the rounds ran, but an owner could not run (its data, reward or model) in some round.
+EXIT_OWNER_FAILED = 3
+
 ConfigArgument = Annotated[
     Path | None, typer.Argument(help="YAML experiment config.", show_default=False, metavar="CONFIG")
 ]

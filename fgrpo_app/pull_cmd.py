@@ -72,4 +72,10 @@ def pull(
         raise typer.Exit(1) from err
     folder = Path(local).resolve()
     typer.echo(f"# {name} v{version.version} ({alias}), round {version.tags.get('round', '?')}: {folder}")
+    if "base_model_id" in version.tags:  # versions registered before these tags have none
+        tags = version.tags
+        typer.echo(
+            f"# base model {tags['base_model_id']} (revision {tags.get('base_model_revision', '?')}); "
+            f"adapter sha256 {tags.get('adapter_sha256', '?')}"
+        )
     typer.echo(load_call(folder))

@@ -7,7 +7,9 @@ from typing import Any
 
 import typer
 
+from fgrpo_app.cli_common import EXIT_OWNER_FAILED
 from fgrpo_core.config import ExperimentConfig
+from fgrpo_core.owner_failure import permanent_failures
 
 LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"  # where `fgrpo ui` serves a SQLite tracking store
 
@@ -29,6 +31,12 @@ def prefect_flow_run_url(flow_run_id: str) -> str | None:
     return f"{str(ui).rstrip('/')}/runs/flow-run/{flow_run_id}" if ui else None
 
 
+def failed_owners(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every owner that failed permanently, per round: ``{"round", "client_id", "reason"}``."""
+    rows = ((int(r["round"]), row["client_id"], row["reason"]) for r in rounds for row in r["rows"])
+    return [{"round": t, "client_id": cid, "reason": why} for t, cid, why in permanent_failures(rows)]
+
+
 def finish_summary(cfg: ExperimentConfig, summary: dict[str, Any], wall_s: float, flow_run_id: str) -> None:
     """Add wall time, the time split, the store, the registry and the UIs' URLs to ``summary``."""
     from fgrpo_io import layout
@@ -36,6 +44,7 @@ def finish_summary(cfg: ExperimentConfig, summary: dict[str, Any], wall_s: float
     from fgrpo_io.timing import with_orchestration
 
     summary["wall_time_s"] = round(wall_s, 2)
+    summary["failed_owners"] = failed_owners(summary["rounds"])
     # Orchestration is what the tasks' own measures leave of the wall time (fgrpo_io/timing.py).
     summary["timings"] = with_orchestration(summary["timings"], wall_s)
     summary["store"] = make_store(cfg.store).uri(layout.global_prefix(cfg.store.prefix, cfg.name))
@@ -69,6 +78,13 @@ def print_summary(summary: dict[str, Any], config: Path) -> None:
             f"{100 * (last - first):+.1f} points"
         )
     typer.echo(f"done in {summary['wall_time_s']:.1f} s; store: {summary['store']}")
+    for failed in summary["failed_owners"]:
+        typer.echo(f"owner failed: {failed['client_id']} in round {failed['round']}: {failed['reason']}")
+    if summary["failed_owners"]:
+        typer.echo(
+            "the rounds went on without them: each owner fixes what its line names "
+            f"(exit code {EXIT_OWNER_FAILED})"
+        )
     typer.echo(f"time split: {summary_line(summary['timings'])}")
     if summary["mlflow_run_url"]:
         uri = summary["mlflow_tracking_uri"]

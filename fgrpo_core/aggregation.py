@@ -1,6 +1,8 @@
 """Aggregation: client weights (fedavg, reward, fgrpo), the weighted delta sum, norm screening.
 
-The coordinate-wise rules (median, trimmed_mean) and ``apply_round`` are in robust.py.
+The coordinate-wise rules (median, trimmed_mean) and ``apply_round`` are in robust.py. The
+coordinator's round streams its deltas instead (streaming.py: the same sums, one delta in memory);
+``aggregate_deltas`` and robust.py are the per-tensor definitions it is tested against.
 
 Read next to SPEC §2; a client's gain and personal statistics are in gains.py. The FGRPO idea
 (weight clients by their relative performance gain against a personalised historical baseline)

@@ -31,6 +31,7 @@ from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
 from fgrpo_core.errors import DeltaValidationError
+from fgrpo_core.flat import empty_like_layout, layout_of
 from fgrpo_core.types import Adapter
 
 Encoding = Literal["float32", "bfloat16", "int8"]
@@ -246,7 +247,9 @@ def decode(data: bytes) -> tuple[Adapter, dict[str, str]]:
     if encoding not in ENCODINGS:
         raise DeltaValidationError("decode", f"unknown {ENCODING_METADATA_KEY} {encoding!r}")
 
-    adapter: Adapter = {}
+    # Decoded straight into one flat float32 buffer (fgrpo_core/flat.py), which the streamed
+    # aggregation then reads without a copy.
+    sources: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
     for key in sorted(k for k in raw if not k.endswith(INT8_SCALE_SUFFIX)):
         tensor = raw[key]
         if encoding == "int8":
@@ -265,15 +268,21 @@ def decode(data: bytes) -> tuple[Adapter, dict[str, str]]:
                     "expected a float scalar",
                     key=key,
                 )
-            # One float32 multiply of two float32 values (|q| <= 127 is exact) rounds once, to
-            # the same result as the exact float64 product rounded to float32.
-            adapter[key] = torch.mul(tensor, scale.to(torch.float32))  # int8 x 0-dim float32: float32
+            sources[key] = (tensor, scale.to(torch.float32))
         else:
             if not tensor.is_floating_point():
                 raise DeltaValidationError(
                     "decode", f"tensor {key!r} has dtype {tensor.dtype}, expected a float", key=key
                 )
-            adapter[key] = tensor.to(torch.float32)
+            sources[key] = (tensor, None)
+    _, adapter = empty_like_layout(layout_of({k: t for k, (t, _) in sources.items()}))
+    for key, (tensor, int8_scale) in sources.items():
+        if int8_scale is None:
+            adapter[key].copy_(tensor)
+        else:
+            # One float32 multiply of two float32 values (|q| <= 127 is exact) rounds once, to
+            # the same result as the exact float64 product rounded to float32.
+            torch.mul(tensor, int8_scale, out=adapter[key])
     orphans = sorted(
         k for k in raw if k.endswith(INT8_SCALE_SUFFIX) and k[: -len(INT8_SCALE_SUFFIX)] not in raw
     )

@@ -35,3 +35,14 @@ class AggregationError(FgrpoError):
 
 class QuorumError(FgrpoError):
     """Fewer valid client deltas than ``min_clients``; the round is not committed."""
+
+
+class OwnerError(FgrpoError):
+    """An owner cannot run this round: its data, reward or model. Permanent: never retried.
+
+    ``kind`` is ``data``, ``reward`` or ``model``; the message says what the owner must fix.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind

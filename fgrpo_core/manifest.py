@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from fgrpo_core.deltas import sha256_hex
 from fgrpo_core.errors import ConfigError, DeltaValidationError
-from fgrpo_core.types import ClientStats
+from fgrpo_core.types import ClientStats, GlobalStep
 
 SCHEMA_VERSION: Final = 1
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
@@ -70,6 +70,11 @@ class GlobalManifest(_StoredObjectManifest):
     parent_key: str | None = Field(description="Key of the previous global adapter (None at round 0).")
     clients: list[str] = Field(description="Clients whose deltas were averaged into this adapter.")
     strategy: str = Field(description="Aggregation strategy that produced it ('init' at round 0).")
+    step: GlobalStep | None = Field(
+        None,
+        description="theta_t as an encoded step from theta_{t-1}, what owners holding theta_{t-1} "
+        "download (None: read the adapter itself).",
+    )
 
 
 def check_sha256(data: bytes, expected: str, what: str) -> None:

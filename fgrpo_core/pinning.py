@@ -24,6 +24,7 @@ UNPINNED = (
     "federation.rounds",  # more rounds continue the experiment
     "federation.round_timeout_s",  # how long to wait, not what is computed
     "federation.max_parallel_clients",
+    "federation.owner_processes",
     "federation.mode",  # embedded and distributed run the same rounds
     "output_dir",
     "store",  # where the record lives (another store has no pin to compare)

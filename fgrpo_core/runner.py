@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.deltas import decode, encode
+from fgrpo_core.downlink import encoded_step
 from fgrpo_core.federation import (
     ClientUpdate,
     aggregate_round,
@@ -106,7 +107,11 @@ def run_in_process(
             server_probe(bundle, global_adapter, cfg),
         )
         timings["aggregate_s"] += time.perf_counter() - t0
-        global_adapter, state = outcome.adapter, outcome.state
+        new_global = outcome.adapter
+        if cfg.federation.delta_dtype != "float32":
+            # As the pipeline defines theta_t: the decoded value of the step owners download.
+            new_global, _ = encoded_step(global_adapter, outcome.adapter, cfg.federation.delta_dtype)
+        global_adapter, state = new_global, outcome.state
 
         t0 = time.perf_counter()
         evaluation = evaluate_families(bundle, global_adapter, sets.eval, cfg)

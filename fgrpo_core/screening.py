@@ -110,41 +110,76 @@ class NormScreen:
     clip_reasons: dict[str, str] = field(default_factory=dict)  # client id -> reason
 
 
-def screen_norms(
-    deltas: Mapping[str, Adapter],
+@dataclass(frozen=True)
+class NormDecision:
+    """What screening decided from the norms alone: each kept owner's scale factor (1 or a clip)."""
+
+    norms: dict[str, float]  # norm as received
+    median: float
+    factors: dict[str, float]  # kept owner -> factor its delta is multiplied by
+    clipped: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)  # client id -> reason
+    clip_reasons: dict[str, str] = field(default_factory=dict)  # client id -> reason
+
+
+def decide_by_norms(
+    norms: Mapping[str, float],
     max_ratio: float,
     action: Literal["clip", "reject"],
     bounds: Sequence[NormBound] = (),
-) -> NormScreen:
-    """Clip (to the limit) or reject every delta whose norm exceeds the tightest bound.
+) -> NormDecision:
+    """Clip (to the limit) or reject every owner whose norm exceeds the tightest bound.
 
     The round's bound is max_ratio x the median over all of the round's norms, the outlier
     included: with 1 or 2 clients it cannot single one out (with two, the median is their mean),
     and a zero median (half the clients did not move) gives no scale. ``bounds`` are the ones an
-    owner cannot move (fgrpo_core.screening.fixed_bounds: earlier rounds, the global adapter);
-    they work at any K.
+    owner cannot move (``fixed_bounds``: earlier rounds, the global adapter); they work at any K.
+    Norms only: the streamed round (fgrpo_core/streaming.py) needs no delta held to decide.
     """
-    if not deltas:
+    if not norms:
         raise AggregationError("no deltas to screen")
-    client_ids = sorted(deltas)
-    norms = {cid: delta_norm(deltas[cid]) for cid in client_ids}
+    client_ids = sorted(norms)
     median = float(np.median([norms[cid] for cid in client_ids]))
     round_bound = NormBound("median", median, max_ratio, "aggregation.max_delta_norm_ratio")
     bound = tightest([*([round_bound] if median > 0.0 else []), *bounds])
-
-    kept: dict[str, Adapter] = {}
+    factors: dict[str, float] = {}
     clipped: list[str] = []
     rejected: dict[str, str] = {}
     clip_reasons: dict[str, str] = {}
     for cid in client_ids:
         norm = norms[cid]
         if bound is None or norm <= bound.limit:
-            kept[cid] = deltas[cid]
+            factors[cid] = 1.0
         elif action == "reject":
             rejected[cid] = bound.reject_reason(norm)
         else:
-            factor = bound.limit / norm
-            kept[cid] = {key: tensor * factor for key, tensor in deltas[cid].items()}
+            factors[cid] = bound.limit / norm
             clipped.append(cid)
             clip_reasons[cid] = bound.clip_reason(norm)
-    return NormScreen(kept, norms, median, clipped, rejected, clip_reasons)
+    return NormDecision(dict(norms), median, factors, clipped, rejected, clip_reasons)
+
+
+def screen_norms(
+    deltas: Mapping[str, Adapter],
+    max_ratio: float,
+    action: Literal["clip", "reject"],
+    bounds: Sequence[NormBound] = (),
+) -> NormScreen:
+    """``decide_by_norms`` on held deltas, returning the kept ones (clipped where needed)."""
+    if not deltas:
+        raise AggregationError("no deltas to screen")
+    decision = decide_by_norms({cid: delta_norm(d) for cid, d in deltas.items()}, max_ratio, action, bounds)
+    kept = {
+        cid: deltas[cid]
+        if cid not in decision.clip_reasons
+        else {k: t * factor for k, t in deltas[cid].items()}
+        for cid, factor in decision.factors.items()
+    }
+    return NormScreen(
+        kept,
+        decision.norms,
+        decision.median,
+        decision.clipped,
+        decision.rejected,
+        decision.clip_reasons,
+    )

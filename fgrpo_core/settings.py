@@ -238,6 +238,15 @@ class FederationSettings(_Strict):
         "seeds the process-wide torch RNG, so more than 1 trades bit-for-bit reproducibility (and "
         "exact resume) for speed; distributed owners each run in their own process.",
     )
+    owner_processes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Embedded mode: 0 trains the owners in the coordinator's process (threads, "
+        "max_parallel_clients); N > 0 trains them in N worker processes of a local Dask cluster "
+        "(prefect-dask), one owner at a time per process, each process keeping its model loaded "
+        "for the whole experiment: reproducible, and the way to simulate many owners.",
+    )
     mode: Literal["embedded", "distributed"] = Field(
         "embedded",
         description="'embedded': clients run as tasks of the coordinator's flow; 'distributed': each "

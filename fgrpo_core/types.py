@@ -151,6 +151,19 @@ class RegistryOutcome(BaseModel):
     champion_version: str = Field(description="The champion after this registration.")
 
 
+class GlobalStep(BaseModel):
+    """theta_t as owners download it: an encoded step from theta_{t-1} (fgrpo_core/downlink.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1, description="Store key of the step's bytes.")
+    sha256: str = Field(description="sha256 of the step's bytes.")
+    nbytes: int = Field(ge=0, description="Size of the step's bytes.")
+    encoding: Literal["bfloat16", "int8"] = Field(description="The step's encoding (federation.delta_dtype).")
+    parent_key: str = Field(min_length=1, description="Store key of theta_{t-1}, the step's base.")
+    parent_sha256: str = Field(description="sha256 of theta_{t-1}'s float32 bytes.")
+
+
 class Candidate(BaseModel):
     """A round aggregated but not committed yet: the commit gate decides on it (tasks/aggregate.py)."""
 
@@ -163,6 +176,9 @@ class Candidate(BaseModel):
     rows: list[RoundRow]
     accepted: list[str]
     state: ServerState = Field(description="The server state after this round, if it commits.")
+    step: GlobalStep | None = Field(
+        None, description="The step owners download (None with float32: they read theta_t itself)."
+    )
 
 
 class RoundResult(BaseModel):

@@ -3,6 +3,7 @@
     {prefix}/{experiment}/global/round-{t:04d}/adapter.safetensors   and .../manifest.json
     (and .../result.json: the round's RoundResult)
     {prefix}/{experiment}/clients/{client}/round-{t:04d}/delta.safetensors   and .../manifest.json
+    (or .../failure.json: the owner could not run that round)
     {prefix}/{experiment}/state/round-{t:04d}.json
 
 An empty prefix gives keys that start with the experiment (never with "/"). Each data owner's
@@ -53,6 +54,11 @@ def global_adapter_key(prefix: str, experiment: str, t: int) -> str:
     return f"{global_prefix(prefix, experiment)}{_round(t)}/adapter.safetensors"
 
 
+def global_step_key(prefix: str, experiment: str, t: int) -> str:
+    """Key of the encoded step from theta_{t-1} to theta_t (what owners download)."""
+    return f"{global_prefix(prefix, experiment)}{_round(t)}/step.safetensors"
+
+
 def global_manifest_key(prefix: str, experiment: str, t: int) -> str:
     """Key of the manifest of theta_t."""
     return f"{global_prefix(prefix, experiment)}{_round(t)}/manifest.json"
@@ -82,6 +88,11 @@ def client_delta_key(prefix: str, experiment: str, client: str, t: int) -> str:
 def client_manifest_key(prefix: str, experiment: str, client: str, t: int) -> str:
     """Key of the manifest of that delta."""
     return f"{client_prefix(prefix, experiment, client)}{_round(t)}/manifest.json"
+
+
+def client_failure_key(prefix: str, experiment: str, client: str, t: int) -> str:
+    """Key of client `client`'s permanent failure in round t (an OwnerFailure), if it had one."""
+    return f"{client_prefix(prefix, experiment, client)}{_round(t)}/failure.json"
 
 
 def state_prefix(prefix: str, experiment: str) -> str:

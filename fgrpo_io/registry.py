@@ -34,6 +34,22 @@ class RegistrationResult:
     previous_champion_score: float | None
 
 
+@dataclass(frozen=True)
+class AdapterIdentity:
+    """What a registered adapter needs to be used: its base model and its bytes (version tags)."""
+
+    base_model_id: str
+    base_model_revision: str
+    adapter_sha256: str
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "base_model_id": self.base_model_id,
+            "base_model_revision": self.base_model_revision,
+            "adapter_sha256": self.adapter_sha256,
+        }
+
+
 def _registered_model(client: MlflowClient, model_name: str) -> RegisteredModel | None:
     try:
         return client.get_registered_model(model_name)
@@ -83,6 +99,7 @@ def register_round_model(
     strategy: str,
     score: float,
     existing_version: str | None = None,
+    identity: AdapterIdentity | None = None,
 ) -> RegistrationResult:
     """Register runs:/<run_id>/<artifact_path> and give it `champion` or `challenger`.
 
@@ -91,7 +108,8 @@ def register_round_model(
     (moved from any older version). A new champion leaves `challenger` where it was: it marks the
     latest version that did not beat its champion. Re-registering the same run and round (a
     resumed round: ``existing_version``, found by the ledger) decides the alias again without adding
-    a version.
+    a version. ``identity`` tags the version with its base model (id, revision) and the adapter's
+    sha256, so the registry shows which base a version needs.
     """
     uri = str(client.tracking_uri)
     with mlflow_errors(uri, f"registration of {model_name!r} round {round_idx}"):
@@ -106,6 +124,7 @@ def register_round_model(
                 "round": str(round_idx),
                 "strategy": strategy,
                 SCORE_TAG: repr(float(score)),
+                **(identity.tags() if identity is not None else {}),
             }
             # Tags with the version: one call instead of one per tag.
             created = client.create_model_version(model_name, source=source, run_id=run_id, tags=version_tags)

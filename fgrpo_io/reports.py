@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fgrpo_core.owner_failure import is_permanent
 from fgrpo_core.types import EvalSummary, RoundResult
 
 ROUND_COLUMNS = [
@@ -49,6 +50,9 @@ def round_markdown(experiment: str, result: RoundResult) -> str:
         "refused": f"**Refused** ({result.reason}): the previous global adapter stays the head.",
         "rolled_back": f"**Rolled back** ({result.reason}): no training this round.",
     }[result.status]
+    # An owner that could not run is named apart from the table: it has something to fix.
+    owners = [f"- **{r.client_id}**: {r.reason}" for r in result.rows if is_permanent(r.reason)]
+    failed = ["Owners that failed permanently (the round went on without them):", "", *owners, ""]
     return "\n".join(
         [
             f"# {experiment}: round {result.round}",
@@ -57,6 +61,7 @@ def round_markdown(experiment: str, result: RoundResult) -> str:
             rule,
             *body,
             "",
+            *(failed if owners else []),
             decision,
             "",
             f"Global evaluation (macro accuracy {result.evaluation.macro_accuracy:.3f})",

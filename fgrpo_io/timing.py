@@ -125,21 +125,27 @@ def timed(main: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     _check_part(main)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        # The wrapper refers to nothing but this module's function: a task shipped to another
+        # process (Dask owner workers) is pickled by value, and a ContextVar cannot be.
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            watch = Stopwatch(main)
-            token = _watch.set(watch)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                _watch.reset(token)
-                collector = _collector.get()
-                if collector is not None:
-                    collector.add(watch.result())
+            return _run_timed(main, fn, *args, **kwargs)
 
         return wrapper
 
     return decorate
+
+
+def _run_timed(main: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    watch = Stopwatch(main)
+    token = _watch.set(watch)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _watch.reset(token)
+        collector = _collector.get()
+        if collector is not None:
+            collector.add(watch.result())
 
 
 @contextmanager

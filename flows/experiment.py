@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from prefect import flow
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.types import EvalSummary, RoundResult
 from fgrpo_io.lease import Lease
+from fgrpo_io.owner_pool import owner_cluster, round_task_runner
 from flows.round import federated_round
 from tasks.aggregate import initialise_task
 from tasks.evaluate_global import initial_evaluation_task
@@ -40,21 +40,20 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentSummary:
     """Run ``cfg.federation.rounds`` rounds; an interrupted experiment resumes after its last commit."""
     held = take_lease_task(cfg)  # one coordinator at a time, before anything is written
     try:
-        return _rounds(cfg, held)
+        with owner_cluster(cfg) as address:  # owner worker processes, when configured
+            return _rounds(cfg, held, address)
     finally:
         release_lease_task(cfg, held)
 
 
-def _rounds(cfg: ExperimentConfig, held: Lease) -> ExperimentSummary:
+def _rounds(cfg: ExperimentConfig, held: Lease, address: str | None) -> ExperimentSummary:
     initial_key = initialise_task(cfg)
     parent_run_id = start_tracking_task(cfg) if cfg.tracking.enabled else None
     first, last_committed = first_round_task(cfg, parent_run_id)
     initial = initial_evaluation_task(cfg)
     if parent_run_id is not None:
         log_initial_evaluation_task(cfg, parent_run_id, initial)
-    run_round = federated_round.with_options(
-        task_runner=ThreadPoolTaskRunner(max_workers=cfg.federation.max_parallel_clients)  # type: ignore[arg-type]
-    )
+    run_round = federated_round.with_options(task_runner=round_task_runner(cfg, address))
     results = read_results_task(cfg, list(range(1, first)))
     try:
         for t in range(first, cfg.federation.rounds + 1):

@@ -15,8 +15,9 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from fgrpo_core.config import ExperimentConfig, load_config, parse_config
-from fgrpo_core.errors import ConfigError
+from fgrpo_core.errors import ConfigError, OwnerError
 from fgrpo_core.manifest import ClientManifest
+from fgrpo_core.owner_failure import from_error
 
 OWNER_CONFIG_ENV = "FGRPO_OWNER_CONFIG"
 # The only folder a flow run's `experiment_config` may name a file in (default: OWNER_CONFIG's).
@@ -94,10 +95,22 @@ def client_round(
     """Train ``client_id`` for round ``round_idx`` from theta_{t-1}; upload its delta and manifest.
 
     ``experiment_config`` names a file in the owner's config folder; by default ``$FGRPO_OWNER_CONFIG``.
+    An owner whose data, reward or model cannot run records a permanent failure (kind and what to
+    fix) for the coordinator, and the run fails with OwnerError; nothing retries it.
     """
     cfg = owner_config(client_id, experiment, experiment_config)
     # Imported here: deploying this flow loads this file to read its parameters, and the
     # coordinator's machine should not need torch for that.
+    from tasks.owner_check import check_owner_task, record_failure_task
     from tasks.train import train_client_task
 
-    return train_client_task(cfg, client_id, round_idx)
+    failure = check_owner_task(cfg, client_id, round_idx)
+    if failure is None:
+        try:
+            return train_client_task(cfg, client_id, round_idx)
+        except Exception as err:
+            failure = from_error(client_id, round_idx, err)
+            if failure is None:  # not known permanent (I/O, a crash): the generic failure
+                raise
+    record_failure_task(cfg, failure)
+    raise OwnerError(failure.kind, failure.reason)

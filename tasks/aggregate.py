@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from prefect import task
 
+from fgrpo_core import downlink
 from fgrpo_core.commit_gate import gate_reason
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.errors import DeltaValidationError
-from fgrpo_core.federation import ClientUpdate, aggregate_round, server_probe
-from fgrpo_core.types import Candidate, EvalSummary, RoundResult, ServerState
+from fgrpo_core.federation import aggregate_streamed, server_probe
+from fgrpo_core.manifest import ClientManifest
+from fgrpo_core.types import Adapter, Candidate, EvalSummary, RoundResult, ServerState
+from fgrpo_core.update_checks import Expected
 from fgrpo_io import exchange, layout, pin, runtime
+from fgrpo_io.failures import read_owner_failure
 from fgrpo_io.ledger import Ledger
 from fgrpo_io.timing import timed
 from tasks.retry import is_transient
@@ -47,8 +51,11 @@ def aggregate_task(
     """Aggregate round t from the owners that delivered; raise QuorumError below min_clients.
 
     Every owner's manifest is checked before its delta is read, and the delta before any
-    arithmetic (fgrpo_core.update_checks); a bad one is recorded with its reason. The aggregate
-    is written as round t's candidate; nothing is committed here.
+    arithmetic (fgrpo_core.update_checks); a bad one is recorded with its reason, a failed owner
+    with its own record of a permanent failure where it wrote one. Deltas are streamed: read from
+    the store when the aggregation needs one, dropped after (one in memory at a time,
+    fgrpo_core/coordinator.py). The aggregate is written as round t's candidate; nothing is
+    committed here.
     """
     ledger = Ledger(cfg)
     store, ident = ledger.store, ledger.ident
@@ -56,22 +63,43 @@ def aggregate_task(
     state = exchange.read_state(store, ident, round_idx - 1)
 
     failures = dict(failed)
-    updates: dict[str, ClientUpdate] = {}
-    sizes: dict[str, int] = {}
+    for cid in sorted(failed):
+        # An owner that could not run (its data, reward, model) said why: `permanent: kind: ...`.
+        recorded = read_owner_failure(store, ident, round_idx, cid)
+        if recorded is not None:
+            failures[cid] = recorded.reason
+    expected: dict[str, Expected] = {}
+    manifests: dict[str, ClientManifest] = {}
     for cid in sorted(delivered):
-        expected = exchange.expected_update(ident, round_idx, cid, global_adapter, cfg.federation.delta_dtype)
+        expected[cid] = exchange.expected_update(
+            ident, round_idx, cid, global_adapter, cfg.federation.delta_dtype
+        )
         try:
-            delta, manifest = exchange.read_client_delta(store, ident, expected)
+            manifests[cid] = exchange.read_client_manifest(store, ident, expected[cid])
         except DeltaValidationError as err:
             failures[cid] = f"{err.reason}: {err}"
-            continue
-        updates[cid] = ClientUpdate(delta=delta, stats=manifest.stats)
-        sizes[cid] = manifest.nbytes
 
+    def load(cid: str) -> Adapter:
+        # Read again at each pass (sha256 checked each time): no delta outlives its use.
+        return exchange.read_delta(store, manifests[cid], expected[cid])
+
+    stats = {cid: m.stats for cid, m in manifests.items()}
+    sizes = {cid: m.nbytes for cid, m in manifests.items()}
     with runtime.borrowed_bundle(cfg) as bundle:
         probe = server_probe(bundle, global_adapter, cfg)
-        outcome = aggregate_round(global_adapter, updates, failures, state, cfg, round_idx, sizes, probe)
-    key, sha, nbytes = exchange.write_global_adapter(store, ident, round_idx, outcome.adapter)
+        outcome = aggregate_streamed(
+            global_adapter, stats, load, failures, state, cfg, round_idx, sizes, probe
+        )
+    theta, step = outcome.adapter, None
+    encoding = cfg.federation.delta_dtype
+    if encoding != "float32":
+        # theta_t is what owners will decode from the step (fgrpo_core/downlink.py); the float32
+        # bytes below hold exactly it, for readers without theta_{t-1}.
+        theta, data = downlink.encoded_step(global_adapter, outcome.adapter, encoding)
+        head = exchange.read_global_manifest(store, ident, round_idx - 1)
+        parent = (head.adapter_key, head.sha256)
+        step = exchange.write_global_step(store, ident, round_idx, parent, data, encoding)
+    key, sha, nbytes = exchange.write_global_adapter(store, ident, round_idx, theta)
     return Candidate(
         round=round_idx,
         candidate_key=key,
@@ -80,6 +108,7 @@ def aggregate_task(
         rows=outcome.rows,
         accepted=outcome.accepted,
         state=outcome.state,
+        step=step,
     )
 
 
@@ -115,7 +144,13 @@ def commit_task(cfg: ExperimentConfig, candidate: Candidate, evaluation: EvalSum
         named = (candidate.candidate_key, candidate.candidate_sha256, candidate.candidate_nbytes)
         state = candidate.state.model_copy(update={"global_key": candidate.candidate_key})
         exchange.write_global_manifest(
-            store, ident, t, named, clients=candidate.accepted, strategy=cfg.aggregation.strategy
+            store,
+            ident,
+            t,
+            named,
+            clients=candidate.accepted,
+            strategy=cfg.aggregation.strategy,
+            step=candidate.step,
         )
     result = RoundResult(
         round=t,

@@ -10,7 +10,7 @@ from fgrpo_core.models import save_adapter_folder
 from fgrpo_core.types import RegistryOutcome, RoundResult
 from fgrpo_io import exchange, runtime
 from fgrpo_io.ledger import Ledger
-from fgrpo_io.registry import register_round_model, registered_name
+from fgrpo_io.registry import AdapterIdentity, register_round_model, registered_name
 from fgrpo_io.timing import timed
 from tasks.retry import is_transient
 
@@ -42,6 +42,8 @@ def register_task(cfg: ExperimentConfig, result: RoundResult) -> RoundResult:
         with runtime.borrowed_bundle(cfg) as bundle:
             save_adapter_folder(bundle.model, adapter, folder)
         ledger.tracker.log_adapter_artifacts(run_id, folder, "adapter")
+    manifest = exchange.read_global_manifest(ledger.store, ledger.ident, result.round)
+    identity = AdapterIdentity(ledger.ident.base_model_id, ledger.ident.base_revision, manifest.sha256)
     outcome = register_round_model(
         ledger.tracker.client,
         registered_name(cfg),
@@ -52,6 +54,7 @@ def register_task(cfg: ExperimentConfig, result: RoundResult) -> RoundResult:
         cfg.aggregation.strategy,
         result.macro_accuracy,
         existing_version=existing,
+        identity=identity,
     )
     registry = RegistryOutcome(
         version=outcome.version, alias=outcome.alias, champion_version=outcome.champion_version

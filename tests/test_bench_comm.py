@@ -61,6 +61,36 @@ def test_throughput_is_positive_and_within_the_error_bound(quick: tuple[dict[str
     assert all(stage["gbps"] > 0 for stage in throughput["stages"].values())
 
 
+def test_headline_holds_the_issue_figures(quick: tuple[dict[str, Any], str]) -> None:
+    # Prepare
+    results, markdown = quick
+    smol = next(r for r in results["bytes"]["layouts"] if r["layout"] == "smollm2-135m")["encodings"]["int8"]
+    # Assert: the fixed names, each the figure of its section
+    assert set(results["headline"]) == {
+        "aggregation_bandwidth_fraction",
+        "int8_bytes_over_fp32_up",
+        "int8_bytes_over_fp32_down",
+    }
+    assert results["headline"]["int8_bytes_over_fp32_up"] == smol["ratio_to_fp32"]
+    assert results["headline"]["int8_bytes_over_fp32_down"] == smol["download_ratio_to_fp32"] <= 0.26
+    streamed = results["throughput"]["streamed"]
+    assert results["headline"]["aggregation_bandwidth_fraction"] == min(
+        r["streamed_over_copy"] for r in streamed["bandwidth"]
+    )
+    assert "Headline: `aggregation_bandwidth_fraction`" in markdown
+
+
+def test_streamed_aggregation_holds_one_delta_whatever_k(quick: tuple[dict[str, Any], str]) -> None:
+    # Prepare
+    streamed = quick[0]["throughput"]["streamed"]
+    delta_bytes = quick[0]["throughput"]["delta_bytes"]
+    # Assert
+    assert all(r["streamed_equals_per_tensor"] and r["gbps"]["copy"] > 0 for r in streamed["bandwidth"])
+    for row in streamed["memory"]:
+        assert row["now_peak_delta_bytes"] == delta_bytes
+        assert row["before_peak_delta_bytes"] == row["clients"] * delta_bytes
+
+
 def test_reconstruction_errors_follow_the_encodings_tolerances(quick: tuple[dict[str, Any], str]) -> None:
     # Prepare
     (errors,) = quick[0]["reconstruction"]["deltas"].values()
@@ -80,6 +110,7 @@ def test_markdown_has_every_section(quick: tuple[dict[str, Any], str]) -> None:
         "int8 and accuracy",
         "Reconstruction",
         "Aggregation throughput",
+        "Streamed aggregation against the copy bandwidth",
     ):
         assert f"## {title}" in markdown
 

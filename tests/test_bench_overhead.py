@@ -69,3 +69,10 @@ def test_markdown_table_has_both_paths_and_the_verdict() -> None:
     assert "| **wall (median)** | **7.70** | **5.80** |" in page
     assert "| prefect api start | 12 |" in page
     assert "adds a median 1.90 s per experiment" in page
+
+
+def test_headline_holds_the_ratio_under_its_fixed_name() -> None:
+    # Execute
+    figures = overhead.headline(7.7 / 5.8)
+    # Assert
+    assert figures == {"pipeline_over_bare": round(7.7 / 5.8, 3)}

@@ -63,3 +63,9 @@ def test_pull_champion_then_load_and_generate_elsewhere(
     written = json.loads(next(dest.rglob("adapter_config.json")).read_text())
     assert Path(written["base_model_name_or_path"]).is_absolute()
     assert "PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(" in pulled.stdout
+    # The version's tags name its base and bytes: the store's theta_1, printed by pull.
+    manifest = json.loads(
+        (out / "store" / "fgrpo" / "pull-test" / "global" / "round-0001" / "manifest.json").read_text()
+    )
+    assert "# base model tiny-llama-" in pulled.stdout
+    assert f"adapter sha256 {manifest['sha256']}" in pulled.stdout

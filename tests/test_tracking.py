@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from fgrpo_core.config import TrackingSettings, parse_config
 from fgrpo_core.types import EvalSummary, FamilyScore, RoundResult, RoundRow
-from fgrpo_io.registry import get_aliases, register_round_model, round_version
+from fgrpo_io.registry import AdapterIdentity, get_aliases, register_round_model, round_version
 from fgrpo_io.tracking import (
     HTTP_ENV_DEFAULTS,
     PARAM_VALUE_LIMIT,
@@ -206,6 +206,22 @@ def test_registry_tie_goes_to_challenger(tracker: Tracker, tmp_path: Path) -> No
     second = register_round_model(tracker.client, "fgrpo-tie", runs[1], "adapter", 1, "tie", "fedavg", 0.5)
     # Assert
     assert (first.alias, second.alias, second.champion_version) == ("champion", "challenger", "1")
+
+
+def test_registry_version_names_its_base_model(tracker: Tracker) -> None:
+    # Prepare: the identity a round's registration passes (the experiment's base, theta_t's sha256)
+    parent = tracker.start_experiment_run("fgrpo-tests", "base-tags", {}, {})
+    round_run = tracker.start_round_run(parent, 3)
+    identity = AdapterIdentity("HuggingFaceTB/SmolLM2-135M-Instruct", "12fd25f7", "ab" * 32)
+    # Execute
+    made = register_round_model(
+        tracker.client, "fgrpo-base", round_run, "adapter", 3, "base-tags", "fgrpo", 0.5, identity=identity
+    )
+    # Assert: the version itself says which base it needs, read back from the tracking server.
+    tags = tracker.client.get_model_version("fgrpo-base", made.version).tags
+    assert tags["base_model_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert tags["base_model_revision"] == "12fd25f7"
+    assert tags["adapter_sha256"] == "ab" * 32 and tags["round"] == "3"
 
 
 def test_adapter_folder_round_trip(tracker: Tracker, tmp_path: Path) -> None:
