@@ -5,8 +5,9 @@ round's median is the mean of two norms), on the suite's tiny budget (a copy of
 ``tests/conftest.py::tiny_config``, which bench may not import). Every delivery goes through the
 store as in the pipeline: the owner's ``exchange.write_client_delta`` (or an attacker's own
 writes under its prefix), then the coordinator's steps of ``tasks/aggregate.py`` without Prefect:
-``exchange.read_client_delta`` (envelope, bounded read, sha256), ``aggregate_round`` (stats,
-delta, norm screening, weights, optional server probe) and the commit gate.
+``exchange.read_client_manifest`` (envelope), then ``aggregate_streamed`` reading each delta when
+it needs it (``exchange.read_delta``: bounded read, sha256; stats, delta, norm screening, weights,
+optional server probe) and the commit gate.
 """
 
 from __future__ import annotations
@@ -26,14 +27,16 @@ from fgrpo_core.errors import DeltaValidationError, QuorumError
 from fgrpo_core.families import get_family
 from fgrpo_core.federation import (
     ClientUpdate,
-    aggregate_round,
+    aggregate_streamed,
     client_update,
     evaluate_families,
     server_probe,
 )
+from fgrpo_core.manifest import ClientManifest
 from fgrpo_core.models import ModelBundle, load_bundle
 from fgrpo_core.partition import EvalSets, eval_sets
 from fgrpo_core.types import Adapter, GlobalEval, RoundRow, ServerState
+from fgrpo_core.update_checks import Expected
 from fgrpo_io import exchange
 from fgrpo_io.exchange import Identity
 from fgrpo_io.store import LocalStore, ObjectStore
@@ -178,20 +181,23 @@ class Federation:
         for cid in sorted(deliveries):
             deliveries[cid](self.store, ident, t)
         failures: dict[str, str] = {}
-        updates: dict[str, ClientUpdate] = {}
-        sizes: dict[str, int] = {}
-        for cid in sorted(deliveries):  # as tasks/aggregate.aggregate_task reads them
-            expected = exchange.expected_update(ident, t, cid, head, cfg.federation.delta_dtype)
+        expected: dict[str, Expected] = {}
+        manifests: dict[str, ClientManifest] = {}
+        for cid in sorted(deliveries):  # as tasks/aggregate.aggregate_task: manifests first
+            expected[cid] = exchange.expected_update(ident, t, cid, head, cfg.federation.delta_dtype)
             try:
-                delta, manifest = exchange.read_client_delta(self.store, ident, expected)
+                manifests[cid] = exchange.read_client_manifest(self.store, ident, expected[cid])
             except DeltaValidationError as err:
                 failures[cid] = f"{err.reason}: {err}"
-                continue
-            updates[cid] = ClientUpdate(delta=delta, stats=manifest.stats)
-            sizes[cid] = manifest.nbytes
+
+        def load(cid: str) -> Adapter:  # a delta is read when the aggregation needs it
+            return exchange.read_delta(self.store, manifests[cid], expected[cid])
+
+        stats = {cid: m.stats for cid, m in manifests.items()}
+        sizes = {cid: m.nbytes for cid, m in manifests.items()}
         probe = server_probe(self.bundle, head, cfg)
         try:
-            outcome = aggregate_round(head, updates, failures, state, cfg, t, sizes, probe)
+            outcome = aggregate_streamed(head, stats, load, failures, state, cfg, t, sizes, probe)
         except QuorumError as err:
             return RoundReport("not committed", str(err), [], head, state, self.measure(head))
         candidate = self.measure(outcome.adapter)

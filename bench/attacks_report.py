@@ -79,7 +79,8 @@ def result(rows: list[dict[str, Any]], refusals: list[dict[str, Any]], fed: Fede
         "setting": (
             "tiny model (tests/conftest.py tiny budget; 64 evaluation and 32 probe prompts per family), two owners: owner-a add1 (honest), owner-b mul1 "
             "(the attacker), n_train 16 each, fgrpo defaults, federation.min_clients 1 unless stated; "
-            "every delivery through a local store and exchange.read_client_delta, then aggregate_round "
+            "every delivery through a local store, read as tasks/aggregate.py reads it (manifest, then "
+            "aggregate_streamed loading each delta), "
             "and the commit gate (max_eval_drop None: only a non-finite global is refused)"
         ),
         "reference": (
