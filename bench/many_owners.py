@@ -101,7 +101,9 @@ def fit(points: Sequence[tuple[int, float]]) -> tuple[float, float]:
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     steady = [(r["k"], r["round_wall_s"][-1]) for r in runs]
     fixed, per_owner = fit(steady) if len(steady) > 1 else (0.0, steady[0][1] / steady[0][0])
-    per_k = {str(k): round((w - fixed) / k, 3) for k, w in steady}
+    # A fitted fixed cost below 0 is noise: then each K's cost is its whole round over K.
+    base = max(0.0, fixed)
+    per_k = {str(k): round((w - base) / k, 3) for k, w in steady}
     headline: dict[str, Any] = {
         "fixed_cost_per_round_s": round(fixed, 3),
         "per_owner_cost_s": round(per_owner, 3),
@@ -131,7 +133,8 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"Fit: round wall = {head['fixed_cost_per_round_s']:.1f} s fixed + K x {head['per_owner_cost_s']:.2f} s.",
+        f"Fit: round wall = {head['fixed_cost_per_round_s']:.1f} s fixed + K x {head['per_owner_cost_s']:.2f} s "
+        "(a fixed cost below 0 is noise: each K's per-owner cost is then its round over K).",
     ]
     if "per_owner_64_over_8" in head:
         ratio = head["per_owner_64_over_8"]
