@@ -60,7 +60,7 @@ def deploy_clients(servers: Servers, cfg: ExperimentConfig) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
 
-    from flows.distributed import work_pool_name
+    from flows.owner_sessions import work_pool_name
 
     async def create_pools() -> None:
         template = pinned_job_template()
@@ -93,8 +93,8 @@ def start_worker(
     owner: str, servers: Servers, owner_config: Path, cfg: ExperimentConfig, stack_dir: Path
 ) -> Component:
     """One owner's worker: only its own credentials, config and Prefect home."""
-    from flows.distributed import work_pool_name
     from flows.owner import DEVICE_ENV, OWNER_CONFIG_ENV, OWNER_ID_ENV
+    from flows.owner_sessions import work_pool_name
 
     home = stack_dir / "workers" / owner
     home.mkdir(parents=True, exist_ok=True)
@@ -129,7 +129,7 @@ def wait_workers(servers: Servers, cfg: ExperimentConfig, workers: list[Componen
     """Until every owner's worker has registered with its pool (or exited: then its log tail)."""
     from prefect.client.orchestration import get_client
 
-    from flows.distributed import work_pool_name
+    from flows.owner_sessions import work_pool_name
 
     async def wait() -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S

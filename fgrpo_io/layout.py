@@ -138,7 +138,7 @@ def lease_key(prefix: str, experiment: str, generation: int) -> str:
     return f"{lease_prefix(prefix, experiment)}{generation:08d}.json"
 
 
-# --- warm owners (flows/distributed.py): the coordinator's markers, the owners' notes -------
+# --- warm owners (flows/owner_sessions.py): the coordinator's markers, the owners' notes -------
 
 
 def control_prefix(prefix: str, experiment: str, session: str) -> str:

@@ -1,6 +1,6 @@
 """Warm owners and the coordinator meet in the store: markers, waits and owner notes (no Prefect).
 
-One owner session is one experiment invocation's set of warm owner runs (flows/distributed.py).
+One owner session is one experiment invocation's set of warm owner runs (flows/owner_sessions.py).
 The coordinator writes round t's *closed* marker when it stops waiting for round t and the *stop*
 marker when the experiment ends or fails; an owner writes a *failure note* when its round t
 failed and a *session report* when it exits. Both sides poll: the store is the one channel they

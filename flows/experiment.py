@@ -10,7 +10,7 @@ from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.types import EvalSummary, RoundResult
 from fgrpo_io.lease import Lease
 from fgrpo_io.owner_pool import owner_cluster, round_task_runner
-from flows.distributed import owners_for
+from flows.owner_sessions import owners_for
 from flows.round import federated_round
 from tasks.aggregate import initialise_task
 from tasks.evaluate_global import initial_evaluation_task

@@ -10,7 +10,7 @@ import time
 
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_io import timing
-from flows.distributed import OwnerSession, gather, serving_owners
+from flows.owner_sessions import OwnerSession, gather, serving_owners
 from tasks.train import train_client_task
 
 

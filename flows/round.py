@@ -11,8 +11,8 @@ from fgrpo_core.errors import QuorumError
 from fgrpo_core.types import RoundResult
 from fgrpo_io import runtime
 from fgrpo_io.reports import failed_round_markdown, round_markdown
-from flows.distributed import OwnerSession
 from flows.fan_out import run_owners
+from flows.owner_sessions import OwnerSession
 from tasks.aggregate import aggregate_task, commit_task
 from tasks.evaluate_global import evaluate_candidate_task
 from tasks.log import log_round_task

@@ -1,7 +1,7 @@
 """Distributed mode through `fgrpo stack up`: real Prefect server, one worker per owner, moto S3 with IAM.
 
 The coordinator (this test process) initialises theta_0, starts one warm run per owner for the
-experiment (`flows.distributed.serving_owners`), gathers each round's deliveries from the store
+experiment (`flows.owner_sessions.serving_owners`), gathers each round's deliveries from the store
 and aggregates; the owners train in their workers' flow-run processes with their own credentials
 and config, loading the base model once for both rounds.
 """
@@ -30,7 +30,7 @@ from fgrpo_core.types import ClientStats, ServerState
 from fgrpo_io import exchange, layout, rendezvous
 from fgrpo_io.rendezvous import SessionReport
 from fgrpo_io.store import StoreAccessDeniedError
-from flows.distributed import OwnerSession, gather, serving_owners
+from flows.owner_sessions import OwnerSession, gather, serving_owners
 from tests.distributed_helpers import (
     OWNERS,
     client_runs,

@@ -17,7 +17,7 @@ import yaml
 
 from fgrpo_app.infra_files import TEMPLATE_FILE, write_infra_files
 from fgrpo_core.config import load_config
-from flows.distributed import CLIENT_FLOW_NAME, work_pool_name
+from flows.owner_sessions import CLIENT_FLOW_NAME, work_pool_name
 
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra"

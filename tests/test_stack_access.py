@@ -25,7 +25,7 @@ from fgrpo_app import stack
 from fgrpo_app.processes import StackError
 from fgrpo_app.stack_owners import pinned_job_template
 from fgrpo_core.config import parse_config
-from flows.distributed import deployment_name, work_pool_name
+from flows.owner_sessions import deployment_name, work_pool_name
 from tests.conftest import tiny_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
