@@ -36,7 +36,7 @@ def owner_cluster(cfg: ExperimentConfig) -> Iterator[str | None]:
     logging.getLogger("distributed").setLevel(logging.WARNING)  # its start/stop lines are noise here
     threads = str(torch_threads(n))
     # Set before torch loads in each worker (environment.py's defaults, plus the thread count).
-    env = {k: v for k, v in child_env({}, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads).items()}
+    env = child_env({}, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     cluster = LocalCluster(
         n_workers=n,
         threads_per_worker=1,

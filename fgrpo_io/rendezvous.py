@@ -9,6 +9,7 @@ share (an owner's credentials read global/ and write its own clients/<owner>/ pr
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -17,7 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fgrpo_io import layout
 from fgrpo_io.exchange import Identity
-from fgrpo_io.store import ObjectStore, StoreError, get_json, put_json
+from fgrpo_io.failures import MAX_FAILURE_BYTES, read_owner_failure
+from fgrpo_io.store import (
+    ObjectNotFoundError,
+    ObjectStore,
+    ObjectTooLargeError,
+    StoreError,
+    get_json,
+    put_json,
+)
 
 # The polls for theta_{t-1} (owner) and for manifests (coordinator) add their delay to every
 # round, so they are short; the rarer events (a marker, a failure note, a run that ended) are
@@ -100,9 +109,17 @@ def write_failure(store: ObjectStore, ident: Identity, client: str, t: int, reas
 
 
 def read_failure(store: ObjectStore, ident: Identity, client: str, t: int) -> str | None:
-    """The owner's note that its round t failed, None when there is none."""
+    """Why the owner's round t failed, None when it left no word: its permanent failure record
+    (the row's `permanent: kind: ...` reason) or its note, each read no further than a note's size."""
+    recorded = read_owner_failure(store, ident, t, client)
+    if recorded is not None:
+        return recorded.reason
     key = layout.client_failure_note_key(ident.prefix, ident.experiment, client, t)
-    return str(get_json(store, key)["reason"]) if store.exists(key) else None
+    try:
+        note = json.loads(store.get_bytes(key, max_bytes=MAX_FAILURE_BYTES))
+    except (ObjectNotFoundError, ObjectTooLargeError, ValueError):
+        return None
+    return f"client failed: {note['reason']}" if isinstance(note, dict) and "reason" in note else None
 
 
 def write_report(store: ObjectStore, ident: Identity, report: SessionReport) -> str:
@@ -142,9 +159,9 @@ def wait_deliveries(
             break
         if now >= next_state_check:
             for client in list(pending):
-                if (note := read_failure(store, ident, client, t)) is not None:
+                if (why := read_failure(store, ident, client, t)) is not None:
                     pending.remove(client)
-                    failed[client] = f"client failed: {note}"
+                    failed[client] = why
             for client, why in gone(list(pending)).items():
                 pending.remove(client)
                 # Delivered just before its run ended (its last round): not a failure.

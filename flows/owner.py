@@ -115,13 +115,14 @@ def owner_rounds(
     # coordinator's machine should not need torch for that.
     from fgrpo_io import runtime
     from fgrpo_io.rendezvous import SessionReport
-    from tasks.owner import load_model_task, report_failure_task, report_session_task, wait_round_task
+    from tasks.owner import report_failure_task, report_session_task, wait_round_task
     from tasks.owner_check import check_owner_task, record_failure_task
     from tasks.train import train_client_task
 
     report = SessionReport(client_id=client_id, session=session, flow_run_id=str(flow_run.id))
-    load_model_task(cfg)  # while the coordinator initialises: off every round's path
-    # Pre-flight once (model, data, reward): a permanent failure is recorded for every round.
+    # Pre-flight once (model, data, reward), while the coordinator initialises: it loads the model
+    # into this process's pool (every round borrows it), and a permanent failure is recorded for
+    # every round this run serves.
     permanent: OwnerFailure | None = check_owner_task(cfg, client_id, first_round)
     for t in range(first_round, last_round + 1):
         readiness = wait_round_task(cfg, client_id, session, t)
@@ -139,12 +140,14 @@ def owner_rounds(
             error = state.result(raise_on_failure=False)
             permanent = from_error(client_id, t, error) if isinstance(error, BaseException) else None
             reason = f"{state.name}: {state.message or 'no message'}"
+        # One record of the round's failure, and the coordinator stops waiting for this owner.
         if permanent is not None:
             failure = permanent.model_copy(update={"round": t})
             record_failure_task(cfg, failure)  # the row's reason: `permanent: kind: what to fix`
             reason = failure.reason
+        else:
+            report_failure_task(cfg, client_id, t, reason)
         report.failed[t] = reason  # this owner's round only: the next round starts afresh
-        report_failure_task(cfg, client_id, t, reason)  # the coordinator stops waiting for it
     report.model_loads = runtime.model_loads()
     report_session_task(cfg, report)
     if permanent is not None:  # nothing retries it: the run fails with what to fix

@@ -13,7 +13,6 @@ from fgrpo_core.manifest import ClientManifest
 from fgrpo_core.types import Adapter, Candidate, EvalSummary, RoundResult, ServerState
 from fgrpo_core.update_checks import Expected
 from fgrpo_io import exchange, layout, pin, runtime
-from fgrpo_io.failures import read_owner_failure
 from fgrpo_io.ledger import Ledger
 from fgrpo_io.timing import timed
 from tasks.retry import is_transient
@@ -51,8 +50,8 @@ def aggregate_task(
     """Aggregate round t from the owners that delivered; raise QuorumError below min_clients.
 
     Every owner's manifest is checked before its delta is read, and the delta before any
-    arithmetic (fgrpo_core.update_checks); a bad one is recorded with its reason, a failed owner
-    with its own record of a permanent failure where it wrote one. Deltas are streamed: read from
+    arithmetic (fgrpo_core.update_checks); a bad one is recorded with its reason (a failed owner's
+    comes with ``failed``: its own record of a permanent failure where it wrote one). Deltas are streamed: read from
     the store when the aggregation needs one, dropped after (one in memory at a time,
     fgrpo_core/coordinator.py). The aggregate is written as round t's candidate; nothing is
     committed here.
@@ -63,11 +62,6 @@ def aggregate_task(
     state = exchange.read_state(store, ident, round_idx - 1)
 
     failures = dict(failed)
-    for cid in sorted(failed):
-        # An owner that could not run (its data, reward, model) said why: `permanent: kind: ...`.
-        recorded = read_owner_failure(store, ident, round_idx, cid)
-        if recorded is not None:
-            failures[cid] = recorded.reason
     expected: dict[str, Expected] = {}
     manifests: dict[str, ClientManifest] = {}
     for cid in sorted(delivered):

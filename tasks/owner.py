@@ -1,11 +1,11 @@
-"""A warm owner's own tasks besides training: load the model once, wait for a round, report."""
+"""A warm owner's own tasks besides training and its pre-flight: wait for a round, report."""
 
 from __future__ import annotations
 
 from prefect import task
 
 from fgrpo_core.config import ExperimentConfig
-from fgrpo_io import rendezvous, runtime
+from fgrpo_io import rendezvous
 from fgrpo_io.ledger import Ledger
 from fgrpo_io.rendezvous import Readiness, SessionReport
 from tasks.retry import is_transient
@@ -13,13 +13,6 @@ from tasks.retry import is_transient
 # How long an owner waits for theta_{t-1} beyond the round's own deadline: the coordinator's
 # aggregation, evaluation, commit and tracking of round t-1 (a large model evaluates for minutes).
 BETWEEN_ROUNDS_S = 1800.0
-
-
-@task(name="load-model")
-def load_model_task(cfg: ExperimentConfig) -> int:
-    """Load the base model into this process's pool (every round borrows it); the loads so far."""
-    runtime.preload(cfg)
-    return runtime.model_loads()
 
 
 @task(
