@@ -148,8 +148,8 @@ def run_all(fed: Federation, big_bytes: int) -> list[dict[str, Any]]:
         poison(fed, "unscreened", "clip", screened=False),
         claims(fed, "n-k-10-400", "2", 10**400, {}),
         claims(fed, "n-k-1e6-probe", "3", 10**6, {"gain_source": "server_probe"}),
-        liar(fed, "reported", {}, {}),
-        liar(fed, "reported-cap", {"weight_cap": 0.5}, {"min_clients": 2}),
+        liar(fed, "reported", {}, {}),  # library defaults: weight_cap 0.5, min_clients 1, no gate
+        liar(fed, "reported-cap-off", {"weight_cap": 1.0}, {}),  # the control: what the cap prevents
         liar(fed, "reported-gate", {}, {"max_eval_drop": 0.05}),
         liar(fed, "server-probe", {"gain_source": "server_probe"}, {}),
         oversized(fed, big_bytes),

@@ -46,6 +46,11 @@ def fedavg_weights(
     stats: Sequence[ClientStats], gains: np.ndarray, settings: AggregationSettings
 ) -> np.ndarray:
     """w_k = n_k / sum n."""
+    return enrolled_shares(stats)
+
+
+def enrolled_shares(stats: Sequence[ClientStats]) -> np.ndarray:
+    """n_k / sum n: n_k is the coordinator's enrolment figure (a manifest may only claim less)."""
     n = np.array([s.n_k for s in stats], dtype=np.float64)
     return n / n.sum()
 
@@ -101,26 +106,36 @@ STRATEGIES: dict[str, WeightRule] = {
 }
 
 
-def cap_weights(weights: np.ndarray, cap: float) -> np.ndarray:
-    """No weight above ``cap``: the excess goes to the uncapped clients in proportion to theirs.
+def client_caps(stats: Sequence[ClientStats], weight_cap: float) -> np.ndarray:
+    """Each client's most weight: max(weight_cap, its FedAvg share n_k / sum n) (SPEC §5).
+
+    The share is trusted, so FedAvg is never capped; the cap bounds only what a reported gain or
+    reward adds. The caps sum to at least 1 at any K: a round of one or two deltas is weighted.
+    """
+    return np.maximum(weight_cap, enrolled_shares(stats))
+
+
+def cap_weights(weights: np.ndarray, caps: np.ndarray | float) -> np.ndarray:
+    """No weight above its cap: the excess goes to the uncapped clients in proportion to theirs.
 
     Redistribution only adds weight to others, so a floor such as fgrpo's mu/K is kept.
     """
     k = len(weights)
-    if cap * k < 1.0 - _SUM_TOLERANCE:
+    limits = np.broadcast_to(np.asarray(caps, dtype=np.float64), (k,))
+    if float(limits.sum()) < 1.0 - _SUM_TOLERANCE:
         raise AggregationError(
-            f"weight_cap {cap} x {k} clients < 1: the weights cannot sum to 1; raise "
+            f"weight caps {limits.tolist()} sum to less than 1: the weights cannot sum to 1; raise "
             f"aggregation.weight_cap to at least {1.0 / k:.4f} or wait for more clients"
         )
     capped_weights = weights.astype(np.float64, copy=True)
     capped = np.zeros(k, dtype=bool)
     for _ in range(k):  # each pass caps at least one more client
-        over = capped_weights > cap
+        over = capped_weights > limits + _SUM_TOLERANCE
         if not over.any():
             break
         capped |= over
-        excess = float((capped_weights[over] - cap).sum())
-        capped_weights[over] = cap
+        excess = float((capped_weights[over] - limits[over]).sum())
+        capped_weights[over] = limits[over]
         free = ~capped
         if not free.any():
             break
@@ -163,7 +178,7 @@ def compute_weights(
     gain_values = np.array([g.gain for g in gains], dtype=np.float64)
 
     weights = STRATEGIES[settings.strategy](stats, gain_values, settings)
-    weights = cap_weights(weights, settings.weight_cap)
+    weights = cap_weights(weights, client_caps(stats, settings.weight_cap))
     total = float(weights.sum())
     if abs(total - 1.0) > _SUM_TOLERANCE or not np.isfinite(weights).all():
         raise AggregationError(f"internal: weights {weights.tolist()} sum to {total}, not 1")

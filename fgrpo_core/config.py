@@ -77,14 +77,6 @@ class ExperimentConfig(_Strict):
                 f"federation.min_clients ({self.federation.min_clients}) exceeds the number of "
                 f"clients ({len(self.clients)})"
             )
-        if self.aggregation.weight_cap * self.federation.min_clients < 1.0 - 1e-9:
-            # A round may commit with min_clients deltas; their capped weights must reach 1.
-            raise ValueError(
-                f"aggregation.weight_cap ({self.aggregation.weight_cap}) x federation.min_clients "
-                f"({self.federation.min_clients}) < 1: a round that commits with min_clients deltas "
-                f"could not weight them; raise weight_cap to at least "
-                f"{1.0 / self.federation.min_clients:.4g} or raise min_clients"
-            )
         if self.aggregation.lora_aggregation == "freeze_a" and not self.lora.freeze_a:
             raise ValueError("aggregation.lora_aggregation 'freeze_a' needs lora.freeze_a: true")
         # A local or cached model is on disk: its LoRA targets are checked now, not at round 1.

@@ -123,7 +123,8 @@ def aggregate_streamed(
         del delta  # before the next one is loaded
 
     # Hook (fgrpo_core/screening.py): bounds fixed before the round, so screening works at any K.
-    bounds = screening.fixed_bounds(state.norm_history, delta_norm(global_adapter), agg)
+    initial_norm = screening.initial_reference(state.initial_global_norm, delta_norm(global_adapter))
+    bounds = screening.fixed_bounds(state.norm_history, initial_norm, agg)
     screen = (
         screening.decide_by_norms(norms, agg.max_delta_norm_ratio, agg.norm_action, bounds) if norms else None
     )
@@ -151,10 +152,14 @@ def aggregate_streamed(
     weights = {r.client_id: r.weight for r in weight_rows}
     # Pass 2: the weighted sum, or the median / trimmed mean, one delta in memory at a time.
     new_adapter = streamed_step(global_adapter, load, weights, factors, agg)
+    # A clipped norm is the bound, not a measurement: only unclipped deltas feed the history, so
+    # an owner clipped every round never raises the bound it was clipped to.
     history = screening.next_norm_history(
-        state.norm_history, (norms[c] * factors[c] for c in sorted(factors)), agg.norm_history_rounds
+        state.norm_history, (norms[c] for c in sorted(factors) if factors[c] == 1.0), agg.norm_history_rounds
     )
-    new_state = new_state.model_copy(update={"round": round_idx, "norm_history": history})
+    new_state = new_state.model_copy(
+        update={"round": round_idx, "norm_history": history, "initial_global_norm": initial_norm}
+    )
 
     sizes = dict(delta_bytes or {})
     clipped = set(screen.clipped) if screen else set()

@@ -5,13 +5,16 @@ deltas it is their mean, and a zero median (honest owners whose groups were all-
 zeros) screens nothing. So each delta is also bounded by references fixed before the round:
 
 - ``history``: the median, over the last ``aggregation.norm_history_rounds`` committed rounds, of
-  each round's median accepted norm (after clipping). It lives in ``ServerState.norm_history``.
-- ``global``: the norm of the global adapter the round starts from (a LoRA adapter's A matrices are
-  never zero, so theta_0 already gives a scale).
+  each round's median accepted, unclipped norm (a clipped norm is the bound itself, so it is left
+  out; a round whose deltas were all clipped adds nothing). It lives in ``ServerState.norm_history``.
+- ``global``: the norm of theta_0, the experiment's initial global adapter (a LoRA adapter's A
+  matrices are never zero, so it gives a scale from round 1). Not theta_{t-1}'s: a clipped
+  attacker's accepted delta grows the global, and with it a bound taken from the current global.
 
-The tightest active bound decides; a bound whose reference is 0 is inactive. An owner who takes
-part in every round can still raise the history by at most its share of each round's median, after
-its own delta was held to the bound: the growth per round is bounded, never a jump to 1e30.
+The tightest active bound decides; a bound whose reference is 0 is inactive. An owner who stays
+just under the bound in every round still moves the history: the history is a median over rounds,
+so the reference moves only once more than half of the remembered rounds are inflated, and then by
+at most ``max_delta_history_ratio``; never a jump to 1e30.
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ class NormBound:
 def fixed_bounds(
     history: Sequence[float], global_norm: float, settings: AggregationSettings
 ) -> list[NormBound]:
-    """The bounds known before the round starts (no delta of this round moves them)."""
+    """The bounds known before the round starts (no delta of this round moves them).
+
+    ``global_norm`` is theta_0's norm (``initial_reference``), fixed for the whole experiment."""
     bounds = []
     past = [h for h in history[-settings.norm_history_rounds :] if h > 0.0 and math.isfinite(h)]
     if past and settings.norm_history_rounds > 0:
@@ -70,13 +75,20 @@ def fixed_bounds(
     if global_norm > 0.0 and math.isfinite(global_norm):
         bounds.append(
             NormBound(
-                "global adapter norm",
+                "initial global adapter norm",
                 global_norm,
                 settings.max_delta_global_ratio,
                 "aggregation.max_delta_global_ratio",
             )
         )
     return bounds
+
+
+def initial_reference(recorded: float | None, current_global_norm: float) -> float:
+    """theta_0's norm once recorded; before that (round 1) the current global's, which is theta_0.
+
+    A recorded 0 (an all-zero theta_0) gives no scale: then the current global's norm serves."""
+    return recorded if recorded else current_global_norm
 
 
 def tightest(bounds: Iterable[NormBound]) -> NormBound | None:

@@ -171,7 +171,12 @@ class AggregationSettings(_Strict):
         "down_weight", description="'exclude': weight 0 for a negative gain, unless all are (algorithm.md)."
     )
     weight_cap: float = Field(
-        1.0, gt=0.0, le=1.0, description="Maximum weight of one client (excess is redistributed)."
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="Most weight one client can take: max(weight_cap, its FedAvg share n_k / sum n) "
+        "(excess is redistributed). The default 0.5 means a liar among two owners cannot take the "
+        "round (SPEC §5); FedAvg itself is never capped. 1 turns the cap off.",
     )
     lora_aggregation: Literal["separate", "freeze_a"] = Field(
         "separate", description="Average A and B separately, or keep A frozen (needs lora.freeze_a)."

@@ -66,6 +66,12 @@ class ServerState(BaseModel):
         default_factory=list,
         description="Median accepted delta norm of each of the last committed rounds (norm screening).",
     )
+    initial_global_norm: float | None = Field(
+        None,
+        ge=0.0,
+        description="Norm of theta_0, the experiment's first global adapter: the global bound's "
+        "reference, which no committed round moves (None: not recorded yet).",
+    )
 
 
 class ClientWeight(BaseModel):

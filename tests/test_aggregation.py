@@ -30,7 +30,7 @@ def test_reward_weights_shift_by_lowest_range_and_fall_back_to_fedavg() -> None:
     loud = make_stats("loud", n_k=10, r_post=6.0, reward_lo=0.0, reward_hi=10.0)
     quiet = make_stats("quiet", n_k=30, r_post=0.5, reward_lo=-1.0, reward_hi=1.0)
     flat = [make_stats("a", n_k=1, r_post=0.0), make_stats("b", n_k=3, r_post=0.0)]
-    cfg = AggregationSettings(strategy="reward")
+    cfg = AggregationSettings(strategy="reward", weight_cap=1.0)  # the rule itself, uncapped
     # Execute
     rows, _ = compute_weights([loud, quiet], ServerState(), cfg)
     flat_rows, _ = compute_weights(flat, ServerState(), cfg)
@@ -50,7 +50,7 @@ def test_reward_weights_shift_by_lowest_range_and_fall_back_to_fedavg() -> None:
 )
 def test_fgrpo_weights_match_numpy_reference_over_three_rounds(overrides: dict[str, Any]) -> None:
     # Prepare
-    cfg = AggregationSettings(strategy="fgrpo", **overrides)
+    cfg = AggregationSettings(strategy="fgrpo", weight_cap=1.0, **overrides)
     round_1 = [
         make_stats("a", n_k=20, r_pre=0.1, r_post=0.3, sigma_diff=0.2),
         make_stats("b", n_k=40, r_pre=2.0, r_post=2.5, sigma=2.0, sigma_diff=1.5, reward_hi=10.0),
@@ -81,8 +81,12 @@ def test_hard_task_improvement_outweighs_staying_high_on_an_easy_task() -> None:
     hard = make_stats("hard", r_pre=0.1, r_post=0.3, sigma_diff=0.05, m=32)
     easy = make_stats("easy", r_pre=0.9, r_post=0.9, sigma_diff=0.05, m=32)
     # Execute
-    fgrpo_rows, _ = compute_weights([hard, easy], ServerState(), AggregationSettings(strategy="fgrpo"))
-    reward_rows, _ = compute_weights([hard, easy], ServerState(), AggregationSettings(strategy="reward"))
+    fgrpo_rows, _ = compute_weights(
+        [hard, easy], ServerState(), AggregationSettings(strategy="fgrpo", weight_cap=1.0)
+    )
+    reward_rows, _ = compute_weights(
+        [hard, easy], ServerState(), AggregationSettings(strategy="reward", weight_cap=1.0)
+    )
     # Assert: fgrpo follows progress; raw reward weighting follows the easy task
     assert fgrpo_rows[0].weight > fgrpo_rows[1].weight
     assert reward_rows[0].weight < reward_rows[1].weight
@@ -169,8 +173,8 @@ def test_informative_data_size_and_excluded_negative_gains_by_hand() -> None:
         make_stats("b", r_pre=0.3, r_post=0.3, sigma_diff=0.4, m=16, n_k=20),
         make_stats("c", r_pre=0.3, r_post=0.1, sigma_diff=0.4, m=16, n_k=20, all_equal_group_frac=1.0),
     ]
-    informative = AggregationSettings(gain_n="informative", mu=0.1)
-    exclude = AggregationSettings(negative_gain="exclude", mu=0.1)
+    informative = AggregationSettings(gain_n="informative", mu=0.1, weight_cap=1.0)
+    exclude = AggregationSettings(negative_gain="exclude", mu=0.1, weight_cap=1.0)
     # Execute
     rows_i, _ = compute_weights(stats, ServerState(), informative)
     rows_e, _ = compute_weights(stats, ServerState(), exclude)

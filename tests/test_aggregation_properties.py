@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from fgrpo_core.aggregation import aggregate_deltas, compute_weights
 from fgrpo_core.config import AggregationSettings
-from fgrpo_core.errors import AggregationError
 from fgrpo_core.types import ClientStats, ServerState
 from tests.aggregation_helpers import FAST, make_adapter, make_stats, rounds
 
@@ -117,7 +116,7 @@ def test_gains_inside_the_dead_zone_leave_data_size_weights(
     stats: list[ClientStats], fractions: list[float], lam: float, mu: float
 ) -> None:
     # Prepare: r_post - r_pre = f * deadzone * (the scale the gain will use), |f| < 1
-    cfg = AggregationSettings(lam=lam, mu=mu, gain_deadzone=1.0)
+    cfg = AggregationSettings(lam=lam, mu=mu, gain_deadzone=1.0, weight_cap=1.0)
     quiet = []
     for s, f in zip(stats, fractions, strict=False):
         used_scale = max(s.sigma_diff / np.sqrt(s.m), cfg.scale_floor_frac * (s.reward_hi - s.reward_lo))
@@ -135,32 +134,57 @@ def test_gains_inside_the_dead_zone_leave_data_size_weights(
 @given(
     stats=rounds(),
     strategy=st.sampled_from(["fedavg", "reward", "fgrpo"]),
-    cap_fraction=st.floats(0.0, 1.0),
+    cap=st.floats(0.01, 1.0),
     mu=st.floats(0.0, 1.0),
 )
 def test_weights_sum_to_one_respect_the_cap_and_the_floor(
-    stats: list[ClientStats], strategy: str, cap_fraction: float, mu: float
+    stats: list[ClientStats], strategy: str, cap: float, mu: float
 ) -> None:
-    # Prepare: any cap between 1/K and 1
+    # Prepare: any cap, below 1/K too (a client's cap is max(cap, its FedAvg share))
     k = len(stats)
-    cap = 1.0 / k + cap_fraction * (1.0 - 1.0 / k)
+    n = np.array([s.n_k for s in stats], dtype=float)
     cfg = AggregationSettings(strategy=strategy, weight_cap=cap, mu=mu)  # type: ignore[arg-type]
     # Execute
     rows, _ = compute_weights(stats, ServerState(), cfg)
     weights = np.array([r.weight for r in rows])
     # Assert
     assert abs(weights.sum() - 1.0) <= 1e-9
-    assert (weights <= cap + 1e-12).all()
+    assert (weights <= np.maximum(cap, n / n.sum()) + 1e-9).all()
     if strategy == "fgrpo":
         assert (weights >= mu / k - 1e-12).all()
+    if strategy == "fedavg":
+        np.testing.assert_allclose(weights, n / n.sum(), rtol=1e-9)  # FedAvg is never capped
 
 
-def test_weight_cap_redistributes_proportionally_and_refuses_an_impossible_cap() -> None:
-    # Prepare: fedavg 0.7 / 0.2 / 0.1 capped at 0.5
-    stats = [make_stats("a", n_k=70), make_stats("b", n_k=20), make_stats("c", n_k=10)]
+@FAST
+@given(stats=rounds(), liar=st.integers(0, 7), claim=st.floats(-1e6, 1e6))
+def test_one_liar_takes_at_most_the_default_cap_or_its_share(
+    stats: list[ClientStats], liar: int, claim: float
+) -> None:
+    # Prepare: one owner reports any r_post (SPEC §5: it must not take the round)
+    k = liar % len(stats)
+    lied = [s.model_copy(update={"r_post": claim}) if i == k else s for i, s in enumerate(stats)]
+    n = np.array([s.n_k for s in stats], dtype=float)
     # Execute
-    rows, _ = compute_weights(stats, ServerState(), AggregationSettings(strategy="fedavg", weight_cap=0.5))
-    # Assert: the 0.2 excess splits 2:1
+    rows, _ = compute_weights(lied, ServerState(), AggregationSettings())
+    # Assert: the library default binds at any K, without min_clients or a gate
+    assert rows[k].weight <= max(0.5, n[k] / n.sum()) + 1e-9
+
+
+def test_weight_cap_redistributes_proportionally_and_never_caps_fedavg() -> None:
+    # Prepare: equal sizes; raw reward weights 0.7 / 0.2 / 0.1; fedavg 0.7 / 0.2 / 0.1 by size
+    equal = [
+        make_stats(c, n_k=10, r_post=r, reward_lo=0.0, reward_hi=10.0)
+        for c, r in (("a", 7.0), ("b", 2.0), ("c", 1.0))
+    ]
+    sized = [make_stats("a", n_k=70), make_stats("b", n_k=20), make_stats("c", n_k=10)]
+    # Execute
+    rows, _ = compute_weights(equal, ServerState(), AggregationSettings(strategy="reward", weight_cap=0.5))
+    tiny_cap, _ = compute_weights(
+        equal, ServerState(), AggregationSettings(strategy="reward", weight_cap=0.01)
+    )
+    fedavg, _ = compute_weights(sized, ServerState(), AggregationSettings(strategy="fedavg", weight_cap=0.5))
+    # Assert: the 0.2 excess splits 2:1; a cap below 1/K leaves each its share; FedAvg untouched
     np.testing.assert_allclose([r.weight for r in rows], [0.5, 0.2 + 0.2 * 2 / 3, 0.1 + 0.2 / 3], rtol=1e-12)
-    with pytest.raises(AggregationError, match="weight_cap"):
-        compute_weights(stats, ServerState(), AggregationSettings(weight_cap=0.3))
+    np.testing.assert_allclose([r.weight for r in tiny_cap], [1 / 3] * 3, rtol=1e-12)
+    np.testing.assert_allclose([r.weight for r in fedavg], [0.7, 0.2, 0.1], rtol=1e-12)

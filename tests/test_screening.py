@@ -8,7 +8,14 @@ import torch
 
 from fgrpo_core.config import AggregationSettings
 from fgrpo_core.deltas import delta_norm
-from fgrpo_core.screening import NormBound, fixed_bounds, next_norm_history, screen_norms, tightest
+from fgrpo_core.screening import (
+    NormBound,
+    fixed_bounds,
+    initial_reference,
+    next_norm_history,
+    screen_norms,
+    tightest,
+)
 from fgrpo_core.types import Adapter
 
 
@@ -27,15 +34,24 @@ def test_fixed_bounds_take_the_median_of_the_remembered_rounds_and_the_global_no
     last = [h for h in history[-8:] if h > 0 and np.isfinite(h)]
     assert [(b.what, b.reference, b.ratio) for b in bounds] == [
         ("median of earlier rounds", float(np.median(last)), settings.max_delta_history_ratio),
-        ("global adapter norm", 7.5, settings.max_delta_global_ratio),
+        ("initial global adapter norm", 7.5, settings.max_delta_global_ratio),
     ]
+
+
+def test_the_global_reference_is_theta_0s_norm_once_recorded() -> None:
+    # Execute / Assert: round 1 records the current global (theta_0); later rounds keep it, however
+    # far an accepted delta grew the global; an all-zero theta_0 gives no scale.
+    assert initial_reference(None, 6.1) == 6.1
+    assert initial_reference(6.1, 8.3) == 6.1
+    assert initial_reference(0.0, 8.3) == 8.3
 
 
 def test_no_history_and_a_zero_global_give_no_bound() -> None:
     # Execute / Assert
     assert fixed_bounds([], 0.0, AggregationSettings()) == []
     assert (
-        fixed_bounds([1.0], 1.0, AggregationSettings(norm_history_rounds=0))[0].what == "global adapter norm"
+        fixed_bounds([1.0], 1.0, AggregationSettings(norm_history_rounds=0))[0].what
+        == "initial global adapter norm"
     )
     assert tightest([]) is None
 

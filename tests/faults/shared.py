@@ -73,11 +73,12 @@ def fgrpo_weight(
 
 
 def worst_case_weight(own_n: int, other_n: list[int], cfg: ExperimentConfig) -> float:
-    """The documented bound (docs/faults.md): liar at +gain_clip, everyone else at -gain_clip, capped."""
+    """The documented bound (docs/faults.md): liar at +gain_clip, everyone else at -gain_clip, capped
+    at max(weight_cap, the liar's FedAvg share)."""
     agg = cfg.aggregation
     others = sum((n / own_n) ** agg.lam * math.exp(-2 * agg.gain_clip / agg.tau) for n in other_n)
     bound = (1 - agg.mu) / (1 + others) + agg.mu / (1 + len(other_n))
-    return min(agg.weight_cap, bound)
+    return min(max(agg.weight_cap, own_n / (own_n + sum(other_n))), bound)
 
 
 # --- one round of three honest tiny clients, trained once ----------------------------------------

@@ -56,14 +56,16 @@ def test_two_deltas_one_scaled_1e30_is_held_to_the_global_adapter_bound(round1: 
     norm = delta_norm(updates["owner-b"].delta)
     if action == "reject":
         assert not row.accepted and row.weight == 0.0
-        assert row.reason.startswith(f"norm {norm:.4g} > 1.0 x global adapter norm ")
+        assert row.reason.startswith(f"norm {norm:.4g} > 1.0 x initial global adapter norm ")
         assert "aggregation.max_delta_global_ratio" in row.reason
         assert same_adapter(
             outcome.adapter, round1.aggregate({"owner-a": round1.honest["owner-a"]}, cfg).adapter
         )
     else:
         assert (
-            row.accepted and row.clipped and row.reason.startswith(f"norm clipped: {norm:.4g} -> 1 x global")
+            row.accepted
+            and row.clipped
+            and row.reason.startswith(f"norm clipped: {norm:.4g} -> 1 x initial global")
         )
         assert row.weight == pytest.approx(row_of(honest_pair, "owner-b").weight)
         shift = delta_norm({k: outcome.adapter[k] - honest_pair.adapter[k] for k in outcome.adapter})
@@ -96,7 +98,7 @@ def test_zero_honest_deltas_do_not_disable_screening(round1: Round1) -> None:
     outcome = round1.aggregate(updates, cfg)
     # Assert: the median is 0, yet owner-b is rejected by the global adapter's bound; theta_0 stays.
     row = row_of(outcome, "owner-b")
-    assert not row.accepted and row.weight == 0.0 and "x global adapter norm" in row.reason
+    assert not row.accepted and row.weight == 0.0 and "x initial global adapter norm" in row.reason
     assert outcome.accepted == ["owner-a", "owner-c"]
     assert same_adapter(outcome.adapter, round1.theta0)
     print(f"\n[zero-median] weight={row.weight:.4f} reason={row.reason}")
@@ -111,7 +113,7 @@ def test_earlier_rounds_bound_a_delta_the_round_median_cannot(round1: Round1) ->
     honest_norms = sorted(delta_norm(round1.honest[c].delta) for c in round1.honest)
     assert history == [pytest.approx(honest_norms[1])]
     ceiling = cfg.aggregation.max_delta_history_ratio * history[0]
-    global_norm = delta_norm(first.adapter)
+    global_norm = delta_norm(round1.theta0)  # the global bound's reference is theta_0's norm
     assert ceiling < global_norm  # so that the history bound, not the global one, decides
     target = (ceiling + global_norm) / 2
     updates = {
@@ -134,3 +136,29 @@ def test_earlier_rounds_bound_a_delta_the_round_median_cannot(round1: Round1) ->
         history[0],
         pytest.approx(delta_norm(round1.honest["owner-a"].delta)),
     ]
+
+
+def test_a_clipped_delta_does_not_raise_the_history_it_was_clipped_to(round1: Round1) -> None:
+    # Prepare: round 2 of two owners; owner-b sends 1000 x its honest delta and is clipped.
+    cfg = round1.config(federation={"min_clients": 1}, aggregation={"norm_action": "clip"})
+    first = round1.outcome
+    updates = {
+        cid: ClientUpdate(
+            delta=_scaled(round1.honest[cid].delta, factor),
+            stats=round1.honest[cid].stats.model_copy(update={"round": 2}),
+        )
+        for cid, factor in (("owner-a", 1.0), ("owner-b", 1000.0))
+    }
+    # Execute
+    outcome = aggregate_round(first.adapter, updates, {}, first.state, cfg, 2, round1.sizes)
+    # Assert: owner-b clipped and weighted; the history gains owner-a's norm alone, not the
+    # median of owner-a's and the bound (which owner-b could push up round after round).
+    row = row_of(outcome, "owner-b")
+    assert row.accepted and row.clipped and row.reason.startswith("norm clipped: ")
+    assert outcome.state.norm_history == [
+        first.state.norm_history[0],
+        pytest.approx(delta_norm(round1.honest["owner-a"].delta)),
+    ]
+    # The global bound stays theta_0's norm, however far accepted deltas moved the global.
+    assert outcome.state.initial_global_norm == pytest.approx(delta_norm(round1.theta0))
+    print(f"\n[clipped-history] weight={row.weight:.4f} reason={row.reason}")

@@ -91,11 +91,11 @@ def test_scaled_delta_is_clipped_to_the_median_bound_or_rejected(round1: Round1,
 @pytest.mark.parametrize(
     ("aggregation", "expected"),
     [
-        ({}, "gain_clip"),
-        ({"weight_cap": 0.5}, "weight_cap"),
+        ({"weight_cap": 1.0}, "gain_clip"),
+        ({}, "weight_cap"),
         ({"gain_source": "server_probe"}, "probe"),
     ],
-    ids=["reported", "reported-weight-cap", "server-probe"],
+    ids=["reported-cap-off", "reported-default-cap", "server-probe"],
 )
 def test_inflated_r_post_is_bounded_by_gain_clip_cap_or_probe(
     round1: Round1, aggregation: dict[str, Any], expected: str
@@ -121,7 +121,8 @@ def test_inflated_r_post_is_bounded_by_gain_clip_cap_or_probe(
         # The gain hits the clip; the weight is the reference formula at +gain_clip, under the bound.
         assert row.gain >= cfg.aggregation.gain_clip
         reference = fgrpo_weight(cfg.aggregation.gain_clip, row.n_k, others, cfg)
-        assert row.weight == pytest.approx(min(reference, cfg.aggregation.weight_cap), abs=1e-12)
+        cap = max(cfg.aggregation.weight_cap, row.n_k / sum([row.n_k, *(n for _, n in others)]))
+        assert row.weight == pytest.approx(min(reference, cap), abs=1e-12)
         assert row.weight <= worst_case_weight(row.n_k, [n for _, n in others], cfg) + 1e-12
         if expected == "weight_cap":
             assert row.weight == pytest.approx(0.5)
