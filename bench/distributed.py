@@ -1,11 +1,13 @@
 """A distributed experiment (Prefect server, one worker per owner, S3 server, MLflow server) against
-the same experiment on embedded defaults, side by side on this machine.
+the same experiment embedded, on the same servers and on embedded defaults, side by side.
 
     .venv/bin/python bench/distributed.py [--config configs/tiny.yaml] [--rounds 4]
 
-Both runs are `fgrpo run --json` subprocesses on the same config, seeds and warm model cache;
-only `federation.mode`, the store and the tracking server differ. `fgrpo stack up` starts the
-distributed topology on 127.0.0.1 first (not timed) and `down` stops it afterwards.
+The three runs are `fgrpo run --json` subprocesses on the same config, seeds and warm model cache:
+distributed; embedded on the stack's Prefect, S3 and MLflow servers (only `federation.mode`
+differs: the headline `distributed_over_embedded`); embedded on a local store, ephemeral Prefect
+and MLflow on SQLite (`distributed_over_embedded_local`: the servers' cost too). `fgrpo stack up`
+starts the topology on 127.0.0.1 first (not timed) and `down` stops it afterwards.
 
 Besides each run's wall time, a thread of this process watches the store for each round's state
 object (the commit): the steady state is the time from round R-2's commit to round R's, per
@@ -18,15 +20,11 @@ bench/results/distributed.json and .md with a top-level `headline`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,136 +34,15 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.distributed_probe import CommitWatch, S3View, env_file, fgrpo_run, model_loads  # noqa: E402
 from fgrpo_app import stack  # noqa: E402
 from fgrpo_core.config import parse_config  # noqa: E402
 from fgrpo_core.models import load_bundle  # noqa: E402
 from fgrpo_io import layout  # noqa: E402
 from fgrpo_io.environment import child_env  # noqa: E402
 
-POLL_S = 0.05
-
-
-class CommitWatch:
-    """Records when each round's state object first appears in the store (a 20 Hz poll)."""
-
-    def __init__(self, exists: Callable[[str], bool], keys: list[str]) -> None:
-        self.seen: dict[int, float] = {}
-        self._exists, self._keys = exists, keys
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def __enter__(self) -> CommitWatch:
-        self.started = time.perf_counter()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set() and len(self.seen) < len(self._keys):
-            for t, key in enumerate(self._keys, start=1):
-                if t not in self.seen:
-                    try:
-                        if self._exists(key):
-                            self.seen[t] = time.perf_counter() - self.started
-                    except Exception:  # the store is not up yet: try again
-                        pass
-            time.sleep(POLL_S)
-
-    def steady_per_round_s(self, rounds: int) -> float:
-        """Per-round time of the last two rounds (round R-2's commit to round R's), or of the last."""
-        span = 2 if rounds >= 3 else 1
-        return (self.seen[rounds] - self.seen[rounds - span]) / span
-
-
-def _fgrpo_run(config: Path, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "fgrpo_app.cli", "run", "--config", str(config), "--json"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"fgrpo run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    # The summary is the last JSON document on stdout (log lines may come before it).
-    start = proc.stdout.find("\n{")
-    text = proc.stdout if proc.stdout.startswith("{") else proc.stdout[start + 1 :]
-    try:
-        return wall, json.loads(text)
-    except json.JSONDecodeError as err:
-        raise RuntimeError(f"fgrpo run printed no JSON summary:\n{proc.stdout[-3000:]}") from err
-
-
-def _env_file(path: Path) -> dict[str, str]:
-    pairs = (
-        line.removeprefix("export ").split("=", 1) for line in path.read_text().splitlines() if "=" in line
-    )
-    return {k: v for k, v in pairs}
-
-
-class S3View:
-    """The coordinator's read access to the stack's bucket, from this process."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        import boto3
-        import botocore.config
-
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=env["FGRPO_S3_ENDPOINT_URL"],
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-            region_name="us-east-1",
-            config=botocore.config.Config(s3={"addressing_style": "path"}),
-        )
-
-    def exists(self, key: str) -> bool:
-        return int(self.client.list_objects_v2(Bucket="fgrpo", Prefix=key).get("KeyCount", 0)) > 0
-
-    def read(self, key: str) -> Any:
-        return json.loads(self.client.get_object(Bucket="fgrpo", Key=key)["Body"].read())
-
-
-def _model_loads(env: dict[str, str], s3: S3View, name: str, owners: list[str]) -> dict[str, Any]:
-    """Per owner: the loads its session reports count, else one per client flow run (main's code)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
-
-    async def runs() -> list[Any]:
-        async with get_client() as client:
-            names = FlowFilter(name=FlowFilterName(any_=["fgrpo-client"]))
-            return await client.read_flow_runs(flow_filter=names)
-
-    updates = {
-        PREFECT_API_URL: env["PREFECT_API_URL"],
-        PREFECT_API_AUTH_STRING: env["PREFECT_API_AUTH_STRING"],
-    }
-    with temporary_settings(updates=updates):
-        flow_runs = asyncio.run(runs())
-    out: dict[str, Any] = {}
-    for owner in owners:
-        mine = [r for r in flow_runs if r.parameters.get("client_id") == owner]
-        # A warm owner run (parameter "session") reports its process's loads; main's runs did not.
-        sessions = [r.parameters["session"] for r in mine if "session" in r.parameters]
-        keys = [layout.owner_session_key("fgrpo", name, owner, s) for s in sessions]
-        reports = [s3.read(k) for k in keys if s3.exists(k)]
-        if sessions:
-            loads = sum(int(r["model_loads"]) for r in reports)
-            how = "counted by the owner process" + (
-                "" if len(reports) == len(sessions) else " (a run wrote no report)"
-            )
-        else:
-            loads, how = len(mine), "one per flow-run process"
-        out[owner] = {"flow_runs": len(mine), "model_loads": loads, "counted_by": how}
-    return out
+# The embedded run on the stack's servers: its own key prefix and MLflow experiment.
+STACK_PREFIX = "fgrpo-embedded"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,9 +66,19 @@ def main(argv: list[str] | None = None) -> int:
         "federation": {**raw["federation"], "mode": "distributed"},
         "store": {"kind": "s3", "bucket": "fgrpo", "prefix": "fgrpo"},
     }
-    emb_path, dist_path = work / "embedded.yaml", work / "distributed.yaml"
+    on_stack = {
+        **raw,
+        "name": f"{raw['name']}-on-stack",
+        "store": {"kind": "s3", "bucket": "fgrpo", "prefix": STACK_PREFIX},
+    }
+    emb_path, dist_path, stack_path = (
+        work / "embedded.yaml",
+        work / "distributed.yaml",
+        work / "on-stack.yaml",
+    )
     emb_path.write_text(yaml.safe_dump(embedded))
     dist_path.write_text(yaml.safe_dump(distributed))
+    stack_path.write_text(yaml.safe_dump(on_stack))
     load_bundle(parse_config(embedded))  # warm the model cache both modes read
     owners = [c["id"] for c in raw["clients"]]
     name = raw["name"]
@@ -207,15 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     stack_up_s = time.perf_counter() - t0
     state_keys = [layout.state_key("fgrpo", name, t) for t in range(1, args.rounds + 1)]
     try:
-        dist_env = base | _env_file(stack_dir / "coordinator.env")
+        dist_env = base | env_file(stack_dir / "coordinator.env")
         s3 = S3View(dist_env)
         with CommitWatch(s3.exists, state_keys) as dist_watch:
-            dist_wall, dist_summary = _fgrpo_run(dist_path, dist_env)
-        loads = _model_loads(dist_env, s3, name, owners)
+            dist_wall, dist_summary = fgrpo_run(dist_path, dist_env)
+        loads = model_loads(dist_env, s3, name, owners)
+        # Embedded on the same Prefect, S3 and MLflow servers: the mode alone differs from above.
+        stack_keys = [layout.state_key(STACK_PREFIX, on_stack["name"], t) for t in range(1, args.rounds + 1)]
+        stack_env = dist_env  # the stack's Prefect server too
+        with CommitWatch(s3.exists, stack_keys) as stack_watch:
+            stack_wall, stack_summary = fgrpo_run(stack_path, stack_env)
         emb_env = base | {"PREFECT_HOME": str(work / "prefect-home")}
         store_root = work / "store"
         with CommitWatch(lambda k: (store_root / k).exists(), state_keys) as emb_watch:
-            emb_wall, emb_summary = _fgrpo_run(emb_path, emb_env)
+            emb_wall, emb_summary = fgrpo_run(emb_path, emb_env)
     finally:
         stack.down(stack_dir)
     loadavg_end = list(os.getloadavg())
@@ -223,14 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     def macro(summary: dict[str, Any]) -> list[float]:
         return [r["evaluation"]["macro_accuracy"] for r in summary["rounds"]]
 
-    dist_steady, emb_steady = (
+    dist_steady, emb_steady, stack_steady = (
         dist_watch.steady_per_round_s(args.rounds),
         emb_watch.steady_per_round_s(args.rounds),
+        stack_watch.steady_per_round_s(args.rounds),
     )
     per_owner = sorted({v["model_loads"] for v in loads.values()})
     result = {
         "headline": {
-            "distributed_over_embedded": dist_steady / emb_steady,
+            # The mode's cost: embedded on the same servers. Against the local store and SQLite too.
+            "distributed_over_embedded": dist_steady / stack_steady,
+            "distributed_over_embedded_local": dist_steady / emb_steady,
             "model_loads_per_owner_per_experiment": per_owner[0] if len(per_owner) == 1 else per_owner,
         },
         "label": args.label,
@@ -240,16 +135,21 @@ def main(argv: list[str] | None = None) -> int:
         "stack_up_s": stack_up_s,
         "steady_state": f"per round, from round {args.rounds - (2 if args.rounds >= 3 else 1)}'s commit to round {args.rounds}'s",
         "steady_per_round_embedded_s": emb_steady,
+        "steady_per_round_embedded_on_stack_s": stack_steady,
         "steady_per_round_distributed_s": dist_steady,
         "commit_times_embedded_s": emb_watch.seen,
         "commit_times_distributed_s": dist_watch.seen,
         "embedded_wall_s": emb_wall,
+        "embedded_on_stack_wall_s": stack_wall,
+        "commit_times_embedded_on_stack_s": stack_watch.seen,
         "distributed_wall_s": dist_wall,
         "wall_ratio": dist_wall / emb_wall,
         "model_loads_distributed": loads,
         "macro_accuracy_embedded": macro(emb_summary),
+        "macro_accuracy_embedded_on_stack": macro(stack_summary),
         "macro_accuracy_distributed": macro(dist_summary),
         "timings_embedded": emb_summary.get("timings"),
+        "timings_embedded_on_stack": stack_summary.get("timings"),
         "timings_distributed": dist_summary.get("timings"),
         "cpus": os.cpu_count(),
         "loadavg_start": loadavg_start,
@@ -273,10 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|",
         f"| embedded (ephemeral Prefect, local store, MLflow SQLite) | {emb_steady:.1f} | {emb_wall:.1f} | "
         f"{', '.join(f'{a:.3f}' for a in result['macro_accuracy_embedded'])} |",
+        f"| embedded on the stack's Prefect, S3 and MLflow servers | {stack_steady:.1f} | {stack_wall:.1f} | "
+        f"{', '.join(f'{a:.3f}' for a in result['macro_accuracy_embedded_on_stack'])} |",
         f"| distributed (Prefect server + {len(owners)} workers, S3 server, MLflow server) | {dist_steady:.1f} | "
         f"{dist_wall:.1f} | {', '.join(f'{a:.3f}' for a in result['macro_accuracy_distributed'])} |",
         "",
-        f"Distributed / embedded in steady state: **{dist_steady / emb_steady:.2f}** (wall: {dist_wall / emb_wall:.2f}). "
+        f"Distributed / embedded on the same servers in steady state: **{dist_steady / stack_steady:.2f}** "
+        f"(wall: {dist_wall / stack_wall:.2f}); against embedded on a local store and SQLite: "
+        f"{dist_steady / emb_steady:.2f} (wall: {dist_wall / emb_wall:.2f}). "
         f"Base-model loads per owner in the experiment: **{result['headline']['model_loads_per_owner_per_experiment']}** "
         f"({per_owner_text}). "
         f"`fgrpo stack up` itself (not timed above): {stack_up_s:.0f} s.",
