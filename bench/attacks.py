@@ -110,7 +110,11 @@ def claims(
 
 
 def liar(
-    fed: Federation, variant: str, aggregation: dict[str, Any], federation: dict[str, Any]
+    fed: Federation,
+    variant: str,
+    aggregation: dict[str, Any],
+    federation: dict[str, Any],
+    control: bool = False,
 ) -> dict[str, Any]:
     """Rounds 1 and 2: owner-b writes -50 x its delta with r_post = 10 (the top of mul1's range);
     then round 3 with both owners honest, from the head the attack left."""
@@ -135,7 +139,8 @@ def liar(
     )
     out = row("3", variant, injected, report, reference, fed.next_round(cfg, report, 3))
     rounds = "committed" if statuses == ["committed"] * 2 else f"round 1 {statuses[0]}, round 2 {statuses[1]}"
-    return {**out, "round": rounds, "attacker_weight": weights[-1], "attacker_weight_per_round": weights}
+    weighed = {"attacker_weight": weights[-1], "attacker_weight_per_round": weights}
+    return {**out, "round": rounds, **weighed, "control": control}
 
 
 def run_all(fed: Federation, big_bytes: int) -> list[dict[str, Any]]:
@@ -149,7 +154,7 @@ def run_all(fed: Federation, big_bytes: int) -> list[dict[str, Any]]:
         claims(fed, "n-k-10-400", "2", 10**400, {}),
         claims(fed, "n-k-1e6-probe", "3", 10**6, {"gain_source": "server_probe"}),
         liar(fed, "reported", {}, {}),  # library defaults: weight_cap 0.5, min_clients 1, no gate
-        liar(fed, "reported-cap-off", {"weight_cap": 1.0}, {}),  # the control: what the cap prevents
+        liar(fed, "reported-cap-off", {"weight_cap": 1.0}, {}, control=True),  # what the cap prevents
         liar(fed, "reported-gate", {}, {"max_eval_drop": 0.05}),
         liar(fed, "server-probe", {"gain_source": "server_probe"}, {}),
         oversized(fed, big_bytes),

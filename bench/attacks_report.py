@@ -33,10 +33,11 @@ def _label(row: dict[str, Any]) -> str:
 
 
 def headline(rows: list[dict[str, Any]], refusals: list[dict[str, Any]]) -> dict[str, Any]:
-    """The numbers a reader wants first (the unscreened control row is left out of them)."""
+    """The numbers a reader wants first (the control rows, bounds or cap off, are left out of them)."""
     attacks = [r for r in rows if not r.get("control")]
     heaviest = max(attacks, key=lambda r: r["attacker_weight"])
-    control = next((r for r in rows if r.get("control")), None)
+    control = next((r for r in rows if r.get("control") and r["variant"] == "unscreened"), None)
+    cap_off = next((r for r in rows if r.get("control") and r["variant"] == "reported-cap-off"), None)
     big = next((r for r in rows if "memory" in r), None)
     out: dict[str, Any] = {
         "attacks": sorted({r["attack"] for r in [*rows, *refusals]}, key=int),
@@ -61,6 +62,11 @@ def headline(rows: list[dict[str, Any]], refusals: list[dict[str, Any]]) -> dict
     if control is not None:
         out["unscreened_control"] = {
             k: control[k] for k in ("max_abs_theta", "normalised_reward_change", "next_round")
+        }
+    if cap_off is not None:
+        out["cap_off_control"] = {
+            k: cap_off[k]
+            for k in ("attacker_weight_per_round", "macro_accuracy_change", "normalised_reward_change")
         }
     if big is not None:
         mem = big["memory"]
@@ -156,7 +162,7 @@ def markdown(res: dict[str, Any]) -> str:
         f"worst change: macro accuracy {h['worst_macro_accuracy_change']:+.4f}, normalised reward "
         f"{h['worst_normalised_reward_change']:+.4f}; largest max abs θ committed {h['max_abs_theta_committed']:.3g}. "
         f"Beyond the fault suite's tolerance ({h['eval_tolerance']} normalised reward): "
-        f"{_names(h['beyond_eval_tolerance'])}. (The unscreened control is left out of these.)",
+        f"{_names(h['beyond_eval_tolerance'])}. (The controls, bounds or cap off, are left out of these.)",
         "",
         table(res["rows"]),
         "",

@@ -118,6 +118,7 @@ def test_headline_leaves_the_control_out_and_names_rows_beyond_the_tolerance() -
         _row("clip", 0.5, -0.01),
         _row("reported", 0.904, -0.31, attacker_weight_per_round=[0.91, 0.904]),
         _row("unscreened", 0.516, -0.41, control=True, max_abs_theta=2e28),
+        _row("reported-cap-off", 0.95, -0.2, control=True, attacker_weight_per_round=[0.9, 0.95]),
     ]
     refusals = [attacks_refusals.refusal("6", "lease", "second coordinator", "LeaseHeldError: held")]
     # Execute
@@ -127,6 +128,7 @@ def test_headline_leaves_the_control_out_and_names_rows_beyond_the_tolerance() -
     assert head["largest_attacker_weight"] == {"variant": "reported", "weight": 0.904}
     assert head["beyond_eval_tolerance"] == ["3 (reported)"]
     assert head["max_abs_theta_committed"] == 0.09 and head["unscreened_control"]["max_abs_theta"] == 2e28
+    assert head["cap_off_control"]["attacker_weight_per_round"] == [0.9, 0.95]
     assert head["attacks"] == ["3", "6"] and head["not_refused"] == head["non_finite_global"] == []
     assert head["honest_round_not_committed"] == head["next_round_not_committed"] == []
     assert page.splitlines()[0].startswith("| attack | injected | attacker's weight | recorded reason |")
