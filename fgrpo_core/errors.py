@@ -46,3 +46,17 @@ class OwnerError(FgrpoError):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class RoundClosedError(FgrpoError):
+    """The coordinator closed round t (its deadline passed) or stopped the session mid-training.
+
+    Not the owner's failure: the coordinator has already recorded the owner as late. The owner
+    stops training, uploads nothing for the round and goes on to the next. ``marker`` is
+    ``closed`` or ``stopped``.
+    """
+
+    def __init__(self, round_idx: int, marker: str, message: str) -> None:
+        super().__init__(message)
+        self.round_idx = round_idx
+        self.marker = marker

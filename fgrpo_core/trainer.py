@@ -229,16 +229,19 @@ def train_client(
     )
     trainer.remove_callback(PrinterCallback)  # disable_tqdm=True would print every log dict
     trainable = {name: p.requires_grad for name, p in bundle.model.named_parameters()}
-    trainer.train()
-    steps = int(trainer.state.global_step)
-    del trainer
-    # With beta > 0 TRL adds a frozen "ref" copy of the adapter for the KL term: drop it, so the
-    # next round starts from the same single-adapter model; PEFT may re-enable gradients of the
-    # remaining adapter on the way, so put back which tensors train (freeze_a keeps A fixed).
-    if "ref" in bundle.model.peft_config:
-        bundle.model.delete_adapter("ref")
-    for name, param in bundle.model.named_parameters():
-        param.requires_grad_(trainable[name])
+    try:
+        trainer.train()  # `progress` may raise to stop it (a warm owner's round closed)
+        steps = int(trainer.state.global_step)
+    finally:
+        del trainer
+        # With beta > 0 TRL adds a frozen "ref" copy of the adapter for the KL term: drop it, so
+        # the next round starts from the same single-adapter model (also after a stopped one);
+        # PEFT may re-enable gradients of the remaining adapter on the way, so put back which
+        # tensors train (freeze_a keeps A fixed).
+        if "ref" in bundle.model.peft_config:
+            bundle.model.delete_adapter("ref")
+        for name, param in bundle.model.named_parameters():
+            param.requires_grad_(trainable[name])
 
     post = evaluate(bundle, data.val, reward_fn, evaluation, reward_range)
     pre_rewards = np.asarray(pre.rewards, dtype=np.float64)

@@ -147,7 +147,7 @@ def control_prefix(prefix: str, experiment: str, session: str) -> str:
 
 
 def round_closed_key(prefix: str, experiment: str, session: str, t: int) -> str:
-    """Written when the coordinator stops waiting for round t: an owner that sees it skips round t."""
+    """Written when the coordinator stops waiting for round t: an owner skips or stops round t."""
     return f"{control_prefix(prefix, experiment, session)}{_round(t)}-closed.json"
 
 

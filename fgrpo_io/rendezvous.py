@@ -2,20 +2,23 @@
 
 One owner session is one experiment invocation's set of warm owner runs (flows/owner_sessions.py).
 The coordinator writes round t's *closed* marker when it stops waiting for round t and the *stop*
-marker when the experiment ends or fails; an owner writes a *failure note* when its round t
-failed and a *session report* when it exits. Both sides poll: the store is the one channel they
-share (an owner's credentials read global/ and write its own clients/<owner>/ prefix, no more).
+marker when the experiment ends or fails; an owner stops training round t at either
+(``RoundWatch``), writes a *failure note* when its round t failed and a *session report* when it
+exits. Both sides poll: the store is the one channel they share (an owner's credentials read
+global/ and write its own clients/<owner>/ prefix, no more).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fgrpo_core.errors import RoundClosedError
 from fgrpo_io import layout
 from fgrpo_io.exchange import Identity
 from fgrpo_io.failures import MAX_FAILURE_BYTES, read_owner_failure
@@ -40,6 +43,7 @@ RUN_STATE_POLL_S = 1.0
 Readiness = Literal["ready", "closed", "stopped"]
 # Owners still pending -> {owner: why it will not deliver}, for those whose run has ended.
 GoneCheck = Callable[[list[str]], dict[str, str]]
+logger = logging.getLogger(__name__)
 
 
 class RoundWaitError(StoreError):
@@ -58,13 +62,21 @@ class SessionReport(BaseModel):
     skipped: list[int] = Field(
         default_factory=list, description="Rounds the coordinator had closed before this run began them."
     )
+    # Kept apart from `skipped`: these rounds cost the owner part of a training, so a
+    # round_timeout_s too short for this owner shows here. Neither list is a failure of the
+    # owner (no `failed` entry, no note): the coordinator has recorded the round as late.
+    cancelled: list[int] = Field(
+        default_factory=list,
+        description="Rounds the coordinator closed (or the session stopped) while this run trained "
+        "them: training stopped there, nothing was uploaded.",
+    )
     failed: dict[int, str] = Field(default_factory=dict, description="Rounds whose training failed: why.")
     stopped: bool = Field(default=False, description="True when the coordinator's stop marker ended it.")
     model_loads: int = Field(default=0, ge=0, description="Base-model loads of this run's process.")
 
 
 def close_round(store: ObjectStore, ident: Identity, session: str, t: int) -> None:
-    """The coordinator stops waiting for round t: an owner that has not begun it skips it."""
+    """The coordinator stops waiting for round t: an owner skips it, or stops training it."""
     put_json(store, layout.round_closed_key(ident.prefix, ident.experiment, session, t), {"round": t}, True)
 
 
@@ -101,6 +113,46 @@ def wait_for_round(store: ObjectStore, ident: Identity, session: str, t: int, ti
                 "(federation.round_timeout_s bounds this wait)"
             )
         time.sleep(OWNER_POLL_S)
+
+
+class RoundWatch:
+    """While an owner trains round t: has the coordinator closed round t or stopped the session?
+
+    ``poll()`` is called at every training step and asks the store at most once per ``every_s``
+    (two small reads); ``check()`` asks now. Either raises RoundClosedError at a marker. A store
+    error in a check is logged and the training goes on: the next check asks again, and a
+    missed marker costs a late upload the coordinator ignores, not a lost round.
+    """
+
+    def __init__(
+        self, store: ObjectStore, ident: Identity, session: str, t: int, every_s: float = MARKER_POLL_S
+    ) -> None:
+        self.store, self.t, self.every_s = store, t, every_s
+        self.keys = {
+            "stopped": layout.stop_key(ident.prefix, ident.experiment, session),
+            "closed": layout.round_closed_key(ident.prefix, ident.experiment, session, t),
+        }
+        self.next_check = time.monotonic()
+
+    def poll(self) -> None:
+        if time.monotonic() >= self.next_check:
+            self.check()
+
+    def check(self) -> None:
+        self.next_check = time.monotonic() + self.every_s
+        for marker, key in self.keys.items():
+            try:
+                found = self.store.exists(key)
+            except StoreError as err:
+                logger.warning("round %d: could not read %s (%s); training goes on", self.t, key, err)
+                return
+            if found:
+                why = "the session was stopped" if marker == "stopped" else "the coordinator closed it"
+                raise RoundClosedError(
+                    self.t,
+                    marker,
+                    f"round {self.t}: {why} ({self.store.uri(key)}) while this owner trained it",
+                )
 
 
 def write_failure(store: ObjectStore, ident: Identity, client: str, t: int, reason: str) -> None:

@@ -4,7 +4,11 @@ The coordinator starts this flow once per experiment through the deployment
 ``fgrpo-client/<owner>`` and passes only the client id, the experiment's name, its owner-session
 id and the rounds to serve. The run loads the base model once and then, round after round, waits
 in the store for theta_{t-1}, trains (one task run per round: its own state, logs and retries)
-and uploads its delta; it exits after the last round or at the coordinator's stop marker. The
+and uploads its delta; it exits after the last round or at the coordinator's stop marker. A round
+the coordinator closes (its deadline passed) while this owner trains it stops at the next training
+step after the marker appears (checked at most once a second): its task run ends Cancelled, nothing is uploaded, the session report
+lists it under ``cancelled`` (no failure: the coordinator recorded the owner as late), and the
+next round starts on time. The
 experiment config is read here, on the owner's machine (``FGRPO_OWNER_CONFIG``): it alone holds
 the owner's ``data_path``, and the owner's prompts never leave it.
 """
@@ -133,9 +137,12 @@ def owner_rounds(
             report.skipped.append(t)
             continue
         if permanent is None:
-            state = train_client_task(cfg, client_id, t, return_state=True)
+            state = train_client_task(cfg, client_id, t, session, return_state=True)
             if state.is_completed():
                 report.trained.append(t)
+                continue
+            if state.is_cancelled():  # closed (or stopped) mid-training: the coordinator recorded it
+                report.cancelled.append(t)
                 continue
             error = state.result(raise_on_failure=False)
             permanent = from_error(client_id, t, error) if isinstance(error, BaseException) else None

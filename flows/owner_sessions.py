@@ -4,7 +4,8 @@ At experiment start the coordinator starts every owner's deployment ``fgrpo-clie
 once (an *owner session*); each run loads the base model once and serves every round (see
 flows/owner.py). A round then only waits in the store: for each owner's manifest, its failure
 note, or the end of its run, up to ``federation.round_timeout_s``; then it writes the round's
-closed marker, so a late owner skips the round instead of training for nothing. At the end, or
+closed marker, so a late owner skips the round instead of training for nothing, and one still
+training it stops at its next step and uploads nothing (flows/owner.py). At the end, or
 when the experiment fails, the stop marker ends the runs; one still going after a grace period
 is cancelled. The deltas travel through the store, never through Prefect.
 """

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import pytest
+from prefect.states import Failed
 
+from fgrpo_core.errors import RoundClosedError
 from fgrpo_io import layout, rendezvous
 from fgrpo_io.exchange import Identity
-from fgrpo_io.rendezvous import RoundWaitError, SessionReport
-from fgrpo_io.store import LocalStore, StoreError
+from fgrpo_io.rendezvous import RoundWaitError, RoundWatch, SessionReport
+from fgrpo_io.store import LocalStore, StoreError, StoreUnavailableError
+from tasks.retry import is_transient
 
 IDENT = Identity(
     prefix="fgrpo", experiment="exp", base_model_id="tiny", base_revision="r", adapter_config_hash="h"
@@ -21,6 +25,21 @@ SESSION = "0123456789abcdef"
 @pytest.fixture
 def store(tmp_path: Path) -> LocalStore:
     return LocalStore(tmp_path / "store")
+
+
+class CountingStore(LocalStore):
+    """A local store that counts its existence checks and can be made unreachable."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.exists_calls = 0
+        self.down = False
+
+    def exists(self, key: str) -> bool:
+        self.exists_calls += 1
+        if self.down:
+            raise StoreUnavailableError("store unreachable")
+        return super().exists(key)
 
 
 def _commit_head(store: LocalStore, t: int) -> None:
@@ -97,3 +116,46 @@ def test_session_report_round_trips_and_session_ids_are_checked(store: LocalStor
     assert rendezvous.read_report(store, IDENT, "owner-b", SESSION) is None
     with pytest.raises(StoreError, match="session id"):
         layout.stop_key("fgrpo", "exp", "../other")
+
+
+def test_round_watch_asks_the_store_once_a_period_and_raises_at_a_marker(tmp_path: Path) -> None:
+    # Prepare: a watch of round 3 asking at most every 0.3 s; round 2's marker is not round 3's.
+    store = CountingStore(tmp_path / "store")
+    watch = RoundWatch(store, IDENT, SESSION, 3, every_s=0.3)
+    rendezvous.close_round(store, IDENT, SESSION, 2)
+    # Execute / Assert: many polls (training steps) inside one period ask once (two markers).
+    for _ in range(1000):
+        watch.poll()
+    assert store.exists_calls == 2
+    rendezvous.close_round(store, IDENT, SESSION, 3)
+    watch.poll()  # round 3 is closed now, but the period has not passed
+    assert store.exists_calls == 2
+    time.sleep(0.3)
+    with pytest.raises(RoundClosedError, match="round 3: the coordinator closed it") as closed:
+        watch.poll()
+    assert (closed.value.round_idx, closed.value.marker) == (3, "closed")
+    assert store.uri(layout.round_closed_key("fgrpo", "exp", SESSION, 3)) in str(closed.value)
+    # The check before an upload asks at once; a stopped session stops every round.
+    rendezvous.stop(store, IDENT, SESSION, "experiment failed")
+    with pytest.raises(RoundClosedError, match="the session was stopped") as stopped:
+        RoundWatch(store, IDENT, SESSION, 4, every_s=60).check()
+    assert stopped.value.marker == "stopped"
+    # Not an I/O error: the train task's retry policy would not retry it.
+    assert not is_transient(None, None, Failed(data=closed.value))
+
+
+def test_round_watch_keeps_training_through_a_store_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Prepare: round 1 closed, but the store does not answer.
+    store = CountingStore(tmp_path / "store")
+    rendezvous.close_round(store, IDENT, SESSION, 1)
+    store.down = True
+    watch = RoundWatch(store, IDENT, SESSION, 1, every_s=0.0)
+    # Execute / Assert: the outage is logged and training goes on; the next answer stops it.
+    with caplog.at_level(logging.WARNING, logger="fgrpo_io.rendezvous"):
+        watch.poll()
+    assert "could not read" in caplog.text and "training goes on" in caplog.text
+    store.down = False
+    with pytest.raises(RoundClosedError):
+        watch.poll()

@@ -11,6 +11,7 @@ import torch
 
 from fgrpo_core.base_models import load_base_model
 from fgrpo_core.config import EvaluationSettings, ExperimentConfig, GrpoSettings, parse_config
+from fgrpo_core.errors import RoundClosedError
 from fgrpo_core.evaluate import evaluate
 from fgrpo_core.families import generate_examples
 from fgrpo_core.models import (
@@ -114,18 +115,29 @@ def test_grpo_steps_change_lora_only_and_stats_match_reference(
     assert [r for _, _, r in reported] == [r for _, r in result.reward_log]
 
 
-def test_freeze_a_and_kl_keep_a_fixed_and_leave_one_adapter(cfg: ExperimentConfig, tmp_path: Path) -> None:
+def test_freeze_a_and_kl_keep_a_fixed_and_leave_one_adapter_also_when_stopped(
+    cfg: ExperimentConfig, tmp_path: Path
+) -> None:
     # Prepare: a client model with A frozen, trained with a KL term (TRL adds a "ref" adapter).
     base, tokenizer = load_base_model(cfg.model, FAMILIES)
     model = build_peft_model(base, cfg.lora.model_copy(update={"freeze_a": True}))
     bundle = ModelBundle(model, tokenizer, False, cfg.model.model_id, torch.device("cpu"))
     start = get_adapter(model)
     grpo = GrpoSettings(local_steps=2, learning_rate=1e-2, beta=0.05, per_device_train_batch_size=16)
-    # Execute
+    data = _client("add1", 8, 4, seed=1)
+
+    def stop(step: int, total: int, reward: float) -> None:
+        raise RoundClosedError(0, "closed", "round 0 closed")
+
+    # Execute: a training stopped by its progress callback (a warm owner's closed round), then one
+    # to the end on the same model.
+    with pytest.raises(RoundClosedError):
+        train_client(bundle, start, data, exact, (0.0, 1.0), grpo, EvaluationSettings(), 0, 0, tmp_path, stop)
+    stopped_adapters = list(model.peft_config)
     result = train_client(
         bundle,
         start,
-        _client("add1", 8, 4, seed=1),
+        data,
         exact,
         (0.0, 1.0),
         grpo,
@@ -139,7 +151,7 @@ def test_freeze_a_and_kl_keep_a_fixed_and_leave_one_adapter(cfg: ExperimentConfi
     b_keys = [k for k in start if ".lora_B." in k]
     assert all(torch.equal(result.adapter[k], start[k]) for k in a_keys)
     assert any(not torch.equal(result.adapter[k], start[k]) for k in b_keys)
-    assert list(model.peft_config) == ["default"]
+    assert stopped_adapters == list(model.peft_config) == ["default"]
     assert not any(p.requires_grad for n, p in model.named_parameters() if ".lora_A." in n)
 
 
