@@ -6,11 +6,11 @@ id and the rounds to serve. The run loads the base model once and then, round af
 in the store for theta_{t-1}, trains (one task run per round: its own state, logs and retries)
 and uploads its delta; it exits after the last round or at the coordinator's stop marker. A round
 the coordinator closes (its deadline passed) while this owner trains it stops at the next training
-step after the marker appears (checked at most once a second): its task run ends Cancelled, nothing is uploaded, the session report
-lists it under ``cancelled`` (no failure: the coordinator recorded the owner as late), and the
-next round starts on time. The
-experiment config is read here, on the owner's machine (``FGRPO_OWNER_CONFIG``): it alone holds
-the owner's ``data_path``, and the owner's prompts never leave it.
+step after the marker appears (checked at most once a second): its task run ends Cancelled,
+nothing is uploaded, the session report lists it under ``cancelled`` (no failure: the coordinator
+recorded the owner as late), and the next round starts on time. The experiment config is read
+here, on the owner's machine (``FGRPO_OWNER_CONFIG``): it alone holds the owner's ``data_path``,
+and the owner's prompts never leave it.
 """
 
 from __future__ import annotations
