@@ -3,11 +3,12 @@ the same experiment embedded, on the same servers and on embedded defaults, side
 
     .venv/bin/python bench/distributed.py [--config configs/tiny.yaml] [--rounds 4]
 
-The three runs are `fgrpo run --json` subprocesses on the same config, seeds and warm model cache:
+The four runs are `fgrpo run --json` subprocesses on the same config, seeds and warm model cache:
 distributed; embedded on the stack's Prefect, S3 and MLflow servers (only `federation.mode`
-differs: the headline `distributed_over_embedded`); embedded on a local store, ephemeral Prefect
-and MLflow on SQLite (`distributed_over_embedded_local`: the servers' cost too). `fgrpo stack up`
-starts the topology on 127.0.0.1 first (not timed) and `down` stops it afterwards.
+differs: the headline `distributed_over_embedded`); the same with the owners training at once in
+worker processes, as distributed owners do (`distributed_over_embedded_parallel`); embedded on a
+local store, ephemeral Prefect and MLflow on SQLite (`distributed_over_embedded_local`).
+`fgrpo stack up` starts the topology on 127.0.0.1 first (not timed) and `down` stops it after.
 
 Besides each run's wall time, a thread of this process watches the store for each round's state
 object (the commit): the steady state is the time from round R-2's commit to round R's, per
@@ -71,14 +72,23 @@ def main(argv: list[str] | None = None) -> int:
         "name": f"{raw['name']}-on-stack",
         "store": {"kind": "s3", "bucket": "fgrpo", "prefix": STACK_PREFIX},
     }
-    emb_path, dist_path, stack_path = (
+    # Distributed owners train at the same time, each in its process; embedded ones, by default,
+    # one after another in the coordinator's. This arm trains them at once too (owner_processes).
+    parallel = {
+        **on_stack,
+        "name": f"{raw['name']}-on-stack-parallel",
+        "federation": {**raw["federation"], "owner_processes": len(raw["clients"])},
+    }
+    emb_path, dist_path, stack_path, par_path = (
         work / "embedded.yaml",
         work / "distributed.yaml",
         work / "on-stack.yaml",
+        work / "on-stack-parallel.yaml",
     )
     emb_path.write_text(yaml.safe_dump(embedded))
     dist_path.write_text(yaml.safe_dump(distributed))
     stack_path.write_text(yaml.safe_dump(on_stack))
+    par_path.write_text(yaml.safe_dump(parallel))
     load_bundle(parse_config(embedded))  # warm the model cache both modes read
     owners = [c["id"] for c in raw["clients"]]
     name = raw["name"]
@@ -104,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         stack_env = dist_env  # the stack's Prefect server too
         with CommitWatch(s3.exists, stack_keys) as stack_watch:
             stack_wall, stack_summary = fgrpo_run(stack_path, stack_env)
+        par_keys = [layout.state_key(STACK_PREFIX, parallel["name"], t) for t in range(1, args.rounds + 1)]
+        with CommitWatch(s3.exists, par_keys) as par_watch:
+            par_wall, par_summary = fgrpo_run(par_path, stack_env)
         emb_env = base | {"PREFECT_HOME": str(work / "prefect-home")}
         store_root = work / "store"
         with CommitWatch(lambda k: (store_root / k).exists(), state_keys) as emb_watch:
@@ -115,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     def macro(summary: dict[str, Any]) -> list[float]:
         return [r["evaluation"]["macro_accuracy"] for r in summary["rounds"]]
 
-    dist_steady, emb_steady, stack_steady = (
+    dist_steady, emb_steady, stack_steady, par_steady = (
         dist_watch.steady_per_round_s(args.rounds),
         emb_watch.steady_per_round_s(args.rounds),
         stack_watch.steady_per_round_s(args.rounds),
+        par_watch.steady_per_round_s(args.rounds),
     )
     per_owner = sorted({v["model_loads"] for v in loads.values()})
     result = {
@@ -126,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             # The mode's cost: embedded on the same servers. Against the local store and SQLite too.
             "distributed_over_embedded": dist_steady / stack_steady,
             "distributed_over_embedded_local": dist_steady / emb_steady,
+            # Both train the owners at once: the orchestration's cost, parallelism aside.
+            "distributed_over_embedded_parallel": dist_steady / par_steady,
             "model_loads_per_owner_per_experiment": per_owner[0] if len(per_owner) == 1 else per_owner,
         },
         "label": args.label,
@@ -136,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         "steady_state": f"per round, from round {args.rounds - (2 if args.rounds >= 3 else 1)}'s commit to round {args.rounds}'s",
         "steady_per_round_embedded_s": emb_steady,
         "steady_per_round_embedded_on_stack_s": stack_steady,
+        "steady_per_round_embedded_parallel_s": par_steady,
+        "embedded_parallel_wall_s": par_wall,
+        "commit_times_embedded_parallel_s": par_watch.seen,
+        "macro_accuracy_embedded_parallel": macro(par_summary),
         "steady_per_round_distributed_s": dist_steady,
         "commit_times_embedded_s": emb_watch.seen,
         "commit_times_distributed_s": dist_watch.seen,
@@ -175,12 +195,18 @@ def main(argv: list[str] | None = None) -> int:
         f"{', '.join(f'{a:.3f}' for a in result['macro_accuracy_embedded'])} |",
         f"| embedded on the stack's Prefect, S3 and MLflow servers | {stack_steady:.1f} | {stack_wall:.1f} | "
         f"{', '.join(f'{a:.3f}' for a in result['macro_accuracy_embedded_on_stack'])} |",
+        f"| embedded on the same servers, owners at once in {len(owners)} worker processes "
+        f"(`owner_processes: {len(owners)}`) | {par_steady:.1f} | {par_wall:.1f} | "
+        f"{', '.join(f'{a:.3f}' for a in result['macro_accuracy_embedded_parallel'])} |",
         f"| distributed (Prefect server + {len(owners)} workers, S3 server, MLflow server) | {dist_steady:.1f} | "
         f"{dist_wall:.1f} | {', '.join(f'{a:.3f}' for a in result['macro_accuracy_distributed'])} |",
         "",
         f"Distributed / embedded on the same servers in steady state: **{dist_steady / stack_steady:.2f}** "
         f"(wall: {dist_wall / stack_wall:.2f}); against embedded on a local store and SQLite: "
-        f"{dist_steady / emb_steady:.2f} (wall: {dist_wall / emb_wall:.2f}). "
+        f"{dist_steady / emb_steady:.2f} (wall: {dist_wall / emb_wall:.2f}); against embedded with "
+        f"the owners at once, on the same servers: {dist_steady / par_steady:.2f} (wall: {dist_wall / par_wall:.2f}). "
+        "Distributed owners train at the same time, each in its own process; embedded ones, by default, "
+        "one after another in the coordinator's process (`max_parallel_clients: 1`: reproducible). "
         f"Base-model loads per owner in the experiment: **{result['headline']['model_loads_per_owner_per_experiment']}** "
         f"({per_owner_text}). "
         f"`fgrpo stack up` itself (not timed above): {stack_up_s:.0f} s.",

@@ -107,7 +107,11 @@ def one_time_costs(config: Path, work: Path) -> dict[str, float]:
     def noop() -> None:
         return None
 
-    costs["prefect_api_start_s"], _ = _timed(noop)
+    from fgrpo_io import runtime
+
+    # The ephemeral API starts here, with the settings `fgrpo run` gives it (runtime.flow_settings).
+    with runtime.flow_settings():
+        costs["prefect_api_start_s"], _ = _timed(noop)
     costs["pipeline_first_run_s"] = run_pipeline(cfg)["wall_s"]
     costs["bare_first_run_s"] = run_bare(cfg, work / "bare-warmup")["wall_s"]
     return {k: round(v, 3) for k, v in costs.items()}

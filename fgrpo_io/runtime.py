@@ -29,6 +29,8 @@ EventHook = Callable[[str, dict[str, Any]], None]
 ROUND_COMMITTED = "round_committed"
 # An owner's state in a round: fields ``round``, ``client_id``, ``state`` (e.g. "evaluating").
 CLIENT_STATE = "client_state"
+# Task-run events the ephemeral API's recorder writes per transaction (Prefect's default: 1).
+RECORDER_BATCH = 100
 
 _lock = threading.Lock()
 # transformers builds a model under process-wide context managers (meta device, default dtype):
@@ -138,11 +140,23 @@ def flow_settings() -> Iterator[None]:
     flow-run heartbeats, yet each flow run joins its heartbeat thread on exit, and that thread
     sleeps in 1 s steps: up to a second lost per flow run, and every round is one. Heartbeats are
     switched off there; against a real server they stay on (they detect crashed runs).
+
+    The ephemeral API's task-run recorder writes each task-run event in a SQLite transaction of its
+    own (batch size 1); after a round's burst of events those writes held the database for ~2 s, and
+    creating the next round's flow run waited for them (2 of 4 rounds, 4 s of a 30 s experiment:
+    bench/results/overhead.md). It writes them in batches here (flushed every 5 s and at shutdown).
+    Set before the API starts: the ephemeral server takes these settings when it is launched.
     """
     from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     if PREFECT_API_URL.value():
         yield
         return
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    recorder = "server.services.task_run_recorder"
+    updates: dict[Any, Any] = {
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
+        f"{recorder}.batch_size": RECORDER_BATCH,
+        f"{recorder}.read_batch_size": RECORDER_BATCH,
+    }
+    with temporary_settings(updates=updates):
         yield
