@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from fgrpo_app import stack
+from fgrpo_app.cli import app
 from fgrpo_io.s3_store import S3Store
 from tests.conftest import tiny_config
 
@@ -75,3 +78,15 @@ def client_runs(dist: dict[str, Any], session: str) -> list[tuple[Any, list[Any]
 
     with prefect_settings(dist["api_url"], dist["auth"]):
         return asyncio.run(read())
+
+
+def stack_up(config: Path, stack_dir: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """`fgrpo stack up` through the CLI; the stack's state and the coordinator's environment.
+
+    The caller brings the stack down (``stack.down(stack_dir)``) whatever happens after.
+    """
+    up = CliRunner().invoke(app, ["stack", "up", "--config", str(config), "--dir", str(stack_dir)])
+    assert up.exit_code == 0, up.output + repr(up.exception)
+    state = stack.read_state(stack_dir)
+    assert state is not None
+    return state, env_file(stack_dir / "coordinator.env")

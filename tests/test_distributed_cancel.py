@@ -16,15 +16,13 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from fgrpo_app import stack
-from fgrpo_app.cli import app
 from fgrpo_core.config import ExperimentConfig, load_config
 from fgrpo_io import exchange, layout, rendezvous
 from fgrpo_io.rendezvous import SessionReport
 from flows.owner_sessions import gather, serving_owners
-from tests.distributed_helpers import client_runs, coordinator_store, dist_config, env_file, prefect_settings
+from tests.distributed_helpers import client_runs, coordinator_store, dist_config, prefect_settings, stack_up
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -75,12 +73,8 @@ def test_an_owner_training_a_closed_round_stops_and_serves_the_next(
         update={"federation": cfg.federation.model_copy(update={"round_timeout_s": 0.5})}
     )
     stack_dir = tmp_path / "stack"
-    up = CliRunner().invoke(app, ["stack", "up", "--config", str(config_path), "--dir", str(stack_dir)])
-    assert up.exit_code == 0, up.output + repr(up.exception)
     try:
-        state = stack.read_state(stack_dir)
-        assert state is not None
-        coordinator = env_file(stack_dir / "coordinator.env")
+        state, coordinator = stack_up(config_path, stack_dir)
         dist = {"stack_dir": stack_dir, "state": state, "api_url": state["env"]["PREFECT_API_URL"]}
         dist["auth"] = coordinator["PREFECT_API_AUTH_STRING"]
         store = coordinator_store(dist, monkeypatch)

@@ -23,6 +23,7 @@ from fgrpo_app.cli_common import EXIT_OWNER_FAILED
 from fgrpo_io import layout
 from fgrpo_io.s3_store import S3Store
 from tests.conftest import tiny_config
+from tests.distributed_helpers import stack_up
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,11 +32,6 @@ BROKEN_REWARD = """
 def boom(completions, **kwargs):
     raise ValueError("reward service key missing: set REWARD_KEY")
 """
-
-
-def _env_file(path: Path) -> dict[str, str]:
-    pairs = (line.removeprefix("export ").split("=", 1) for line in path.read_text().splitlines())
-    return {k: v for k, v in pairs}
 
 
 async def _round_one(experiment: str) -> tuple[list[Any], list[Any]]:
@@ -72,12 +68,8 @@ def test_owner_with_a_raising_reward_fails_permanently(
     config = tmp_path / "fail.yaml"
     config.write_text(yaml.safe_dump(raw))
     stack_dir = tmp_path / "stack"
-    up = CliRunner().invoke(app, ["stack", "up", "--config", str(config), "--dir", str(stack_dir)])
-    assert up.exit_code == 0, up.output + repr(up.exception)
     try:
-        state = stack.read_state(stack_dir)
-        assert state is not None
-        coordinator = _env_file(stack_dir / "coordinator.env")
+        state, coordinator = stack_up(config, stack_dir)
         for name, value in coordinator.items():
             monkeypatch.setenv(name, value)
         api = {
