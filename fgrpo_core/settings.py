@@ -8,7 +8,6 @@ live here: they come from the environment.
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -17,16 +16,23 @@ from fgrpo_core.client_settings import CLIENT_ID_PATTERN, ClientSpec
 from fgrpo_core.errors import TaskError
 from fgrpo_core.families import get_family
 from fgrpo_core.model_settings import ModelSettings
+from fgrpo_core.record_settings import PREFIX_SEGMENT_PATTERN, StoreSettings, TrackingSettings
 from fgrpo_core.strict import _Strict
 
-__all__ = ["CLIENT_ID_PATTERN", "ClientSpec", "ModelSettings", "_Strict"]
+__all__ = [
+    "CLIENT_ID_PATTERN",
+    "PREFIX_SEGMENT_PATTERN",
+    "ClientSpec",
+    "ModelSettings",
+    "StoreSettings",
+    "TrackingSettings",
+    "_Strict",
+]
 
 # PEFT's shorthand: every linear layer except the output head.
 ALL_LINEAR: Literal["all-linear"] = "all-linear"
 # An experiment name; also a store key segment (fgrpo_io/layout.py checks keys with the same one).
 EXPERIMENT_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$"
-# One store prefix segment: no empty, "." or ".." segments, nothing that escapes a folder.
-PREFIX_SEGMENT_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
 
 
 class LoraSettings(_Strict):
@@ -264,42 +270,4 @@ class FederationSettings(_Strict):
         description="Commit gate: refuse a round whose new global loses more than this much macro "
         "accuracy (0..1) on the coordinator's evaluation against the head's; theta_{t-1} stays the "
         "head. None: only a non-finite global is refused.",
-    )
-
-
-class StoreSettings(_Strict):
-    """Where adapters, deltas, manifests and state live (SPEC §7). Credentials: environment only."""
-
-    kind: Literal["local", "s3"] = Field("local", description="Local directory or S3-compatible store.")
-    root: str = Field("runs/store", description="Folder of the local store.")
-    bucket: str = Field("fgrpo", min_length=3, description="S3 bucket.")
-    prefix: str = Field("fgrpo", description="Key prefix inside the bucket or folder.")
-
-    @field_validator("prefix")
-    @classmethod
-    def _safe_prefix(cls, value: str) -> str:
-        bad = [s for s in value.split("/") if not re.fullmatch(PREFIX_SEGMENT_PATTERN, s)] if value else []
-        if bad:
-            raise ValueError(
-                f"store.prefix {value!r} has segments {bad}: each '/'-separated segment must match "
-                f"{PREFIX_SEGMENT_PATTERN} (no '', '.' or '..'); use '' for no prefix"
-            )
-        return value
-
-    endpoint_url: str | None = Field(
-        None, description="S3 endpoint (MinIO, moto); overridden by FGRPO_S3_ENDPOINT_URL."
-    )
-    region: str = Field("us-east-1", description="S3 region name.")
-
-
-class TrackingSettings(_Strict):
-    """MLflow tracking and registry (SPEC §6)."""
-
-    enabled: bool = Field(True, description="Log to MLflow.")
-    tracking_uri: str | None = Field(
-        None,
-        description="MLflow URI; else MLFLOW_TRACKING_URI; else sqlite in the output folder.",
-    )
-    registered_model_name: str | None = Field(
-        None, description="Registered model name; default 'fgrpo-<experiment name>'."
     )
