@@ -111,12 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         loads = model_loads(dist_env, s3, name, owners)
         # Embedded on the same Prefect, S3 and MLflow servers: the mode alone differs from above.
         stack_keys = [layout.state_key(STACK_PREFIX, on_stack["name"], t) for t in range(1, args.rounds + 1)]
-        stack_env = dist_env  # the stack's Prefect server too
-        with CommitWatch(s3.exists, stack_keys) as stack_watch:
-            stack_wall, stack_summary = fgrpo_run(stack_path, stack_env)
+        with CommitWatch(s3.exists, stack_keys) as stack_watch:  # the stack's Prefect server too
+            stack_wall, stack_summary = fgrpo_run(stack_path, dist_env)
         par_keys = [layout.state_key(STACK_PREFIX, parallel["name"], t) for t in range(1, args.rounds + 1)]
         with CommitWatch(s3.exists, par_keys) as par_watch:
-            par_wall, par_summary = fgrpo_run(par_path, stack_env)
+            par_wall, par_summary = fgrpo_run(par_path, dist_env)
         emb_env = base | {"PREFECT_HOME": str(work / "prefect-home")}
         store_root = work / "store"
         with CommitWatch(lambda k: (store_root / k).exists(), state_keys) as emb_watch:

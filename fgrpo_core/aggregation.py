@@ -106,22 +106,24 @@ STRATEGIES: dict[str, WeightRule] = {
 }
 
 
-def client_caps(stats: Sequence[ClientStats], weight_cap: float) -> np.ndarray:
+def client_caps(stats: Sequence[ClientStats], settings: AggregationSettings) -> np.ndarray:
     """Each client's most weight: max(weight_cap, its FedAvg share n_k / sum n) (SPEC §5).
 
     The share is trusted, so FedAvg is never capped; the cap bounds only what a reported gain or
     reward adds. The caps sum to at least 1 at any K: a round of one or two deltas is weighted.
+    Under fgrpo no cap is below the floor mu/K every client gets (a cap below 1/K could be).
     """
-    return np.maximum(weight_cap, enrolled_shares(stats))
+    floor = settings.mu / len(stats) if settings.strategy == "fgrpo" else 0.0
+    return np.maximum(max(settings.weight_cap, floor), enrolled_shares(stats))
 
 
-def cap_weights(weights: np.ndarray, caps: np.ndarray | float) -> np.ndarray:
+def cap_weights(weights: np.ndarray, caps: np.ndarray) -> np.ndarray:
     """No weight above its cap: the excess goes to the uncapped clients in proportion to theirs.
 
     Redistribution only adds weight to others, so a floor such as fgrpo's mu/K is kept.
     """
     k = len(weights)
-    limits = np.broadcast_to(np.asarray(caps, dtype=np.float64), (k,))
+    limits = caps.astype(np.float64, copy=False)
     if float(limits.sum()) < 1.0 - _SUM_TOLERANCE:
         raise AggregationError(
             f"weight caps {limits.tolist()} sum to less than 1: the weights cannot sum to 1; raise "
@@ -178,7 +180,7 @@ def compute_weights(
     gain_values = np.array([g.gain for g in gains], dtype=np.float64)
 
     weights = STRATEGIES[settings.strategy](stats, gain_values, settings)
-    weights = cap_weights(weights, client_caps(stats, settings.weight_cap))
+    weights = cap_weights(weights, client_caps(stats, settings))
     total = float(weights.sum())
     if abs(total - 1.0) > _SUM_TOLERANCE or not np.isfinite(weights).all():
         raise AggregationError(f"internal: weights {weights.tolist()} sum to {total}, not 1")

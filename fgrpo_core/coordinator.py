@@ -123,7 +123,7 @@ def aggregate_streamed(
         del delta  # before the next one is loaded
 
     # Hook (fgrpo_core/screening.py): bounds fixed before the round, so screening works at any K.
-    initial_norm = screening.initial_reference(state.initial_global_norm, delta_norm(global_adapter))
+    initial_norm = screening.initial_reference(state.initial_global_norm, lambda: delta_norm(global_adapter))
     bounds = screening.fixed_bounds(state.norm_history, initial_norm, agg)
     screen = (
         screening.decide_by_norms(norms, agg.max_delta_norm_ratio, agg.norm_action, bounds) if norms else None

@@ -20,7 +20,7 @@ at most ``max_delta_history_ratio``; never a jump to 1e30.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -84,11 +84,12 @@ def fixed_bounds(
     return bounds
 
 
-def initial_reference(recorded: float | None, current_global_norm: float) -> float:
+def initial_reference(recorded: float | None, current_global_norm: Callable[[], float]) -> float:
     """theta_0's norm once recorded; before that (round 1) the current global's, which is theta_0.
 
-    A recorded 0 (an all-zero theta_0) gives no scale: then the current global's norm serves."""
-    return recorded if recorded else current_global_norm
+    A recorded 0 (an all-zero theta_0) gives no scale: then the current global's norm serves. It
+    is computed only then (a pass over the adapter that later rounds do not need)."""
+    return recorded if recorded else current_global_norm()
 
 
 def tightest(bounds: Iterable[NormBound]) -> NormBound | None:

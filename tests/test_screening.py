@@ -41,9 +41,9 @@ def test_fixed_bounds_take_the_median_of_the_remembered_rounds_and_the_global_no
 def test_the_global_reference_is_theta_0s_norm_once_recorded() -> None:
     # Execute / Assert: round 1 records the current global (theta_0); later rounds keep it, however
     # far an accepted delta grew the global; an all-zero theta_0 gives no scale.
-    assert initial_reference(None, 6.1) == 6.1
-    assert initial_reference(6.1, 8.3) == 6.1
-    assert initial_reference(0.0, 8.3) == 8.3
+    assert initial_reference(None, lambda: 6.1) == 6.1
+    assert initial_reference(6.1, lambda: 8.3) == 6.1
+    assert initial_reference(0.0, lambda: 8.3) == 8.3
 
 
 def test_no_history_and_a_zero_global_give_no_bound() -> None:
