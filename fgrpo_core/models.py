@@ -199,16 +199,18 @@ def example_prompt(bundle: ModelBundle, example: Example) -> str:
     return bundle.plain_prompt.replace("{prompt}", example.question)
 
 
-def save_adapter_folder(model: peft.PeftModel, adapter: Adapter, folder: Path) -> Path:
+def save_adapter_folder(config: peft.PeftConfig, adapter: Adapter, folder: Path) -> Path:
     """Write ``adapter`` as a PEFT folder that ``peft.PeftModel.from_pretrained(base, folder)`` loads.
+
+    ``config``: the adapter's PEFT config (``model.peft_config["default"]`` of its bundle).
 
     Its ``adapter_config.json`` names the base model by Hub id (and ``revision``) or by absolute
     folder (``base_models.load_base_model`` sets it), so it loads from any working directory.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    config = copy.deepcopy(model.peft_config["default"])
-    config.inference_mode = True
-    config.save_pretrained(str(folder))
+    saved = copy.deepcopy(config)
+    saved.inference_mode = True
+    saved.save_pretrained(str(folder))
     tensors = {key: adapter[key].detach().to("cpu", torch.float32).contiguous() for key in sorted(adapter)}
     save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
     return folder

@@ -87,18 +87,29 @@ class Ledger:
         return self.tracker.round_run(parent_run_id, t)
 
     def first_round_to_run(self, parent_run_id: str | None) -> int:
-        """The last committed round when MLflow lacks part of it (log or version), else the next one."""
+        """The first committed round whose MLflow record (log or version) is missing, else the next.
+
+        A round is recorded alongside the next one, so more than the last committed round may lack
+        its record: rounds are checked from the last down to the first one that has it.
+        """
         last = self.last_committed() or 0
-        if last == 0 or parent_run_id is None:
+        if parent_run_id is None:
             return last + 1
-        result = self.result(last)
+        first = last + 1
+        for t in range(last, 0, -1):
+            if self._recorded(t, parent_run_id):
+                break
+            first = t
+        return first
+
+    def _recorded(self, t: int, parent_run_id: str) -> bool:
+        result = self.result(t)
         # Logged under this parent run, or under an earlier one that finished (a new parent then).
-        found = self.tracker.round_run(parent_run_id, last, any_parent=True)
+        found = self.tracker.round_run(parent_run_id, t, any_parent=True)
         if result is None or found is None or not found[1]:
-            return last
-        if result.status != "committed":  # a refused or rolled-back round registers nothing
-            return last + 1
-        return last if self.round_version(found[0], last) is None else last + 1
+            return False
+        # A refused or rolled-back round registers nothing.
+        return result.status != "committed" or self.round_version(found[0], t) is not None
 
     def head_evaluation(self, t: int) -> EvalSummary:
         """The evaluation of the head before round t: the last committed round's, else theta_0's."""

@@ -8,6 +8,7 @@ adapter, and two tasks sharing it would overwrite each other's weights.
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import threading
@@ -37,6 +38,9 @@ _lock = threading.Lock()
 # two threads loading at once break each other's load ("Cannot copy out of meta tensor").
 _load_lock = threading.Lock()
 _idle: dict[str, list[ModelBundle]] = {}
+# The adapter's PEFT config per bundle key, kept at load: writing an adapter folder needs only it,
+# not a bundle that training may be holding (a borrow then would load another model).
+_adapter_configs: dict[str, Any] = {}
 # Base-model loads in this process (a warm owner must load once per experiment: it is counted).
 _loads = 0
 _progress: ProgressHook | None = None
@@ -74,6 +78,7 @@ def _load(cfg: ExperimentConfig) -> ModelBundle:
     with _load_lock:
         bundle = load_bundle(cfg)
         _loads += 1
+        _adapter_configs[_bundle_key(cfg)] = copy.deepcopy(bundle.model.peft_config["default"])
     # accelerate runs gc.collect() at every Trainer.train; with the ~0.7 M objects that torch,
     # transformers, TRL, Prefect and MLflow leave, each costs 0.5-0.9 s. Moving what exists now
     # (imports, the model) to the permanent generation makes those collections cheap.
@@ -86,6 +91,14 @@ def preload(cfg: ExperimentConfig) -> None:
     """Load ``cfg``'s model into this process's pool now (a pre-flight), for the tasks to borrow."""
     with borrowed_bundle(cfg):
         pass
+
+
+def adapter_config(cfg: ExperimentConfig) -> Any:
+    """The PEFT config of ``cfg``'s adapter (``peft.LoraConfig``), from the first load of its model."""
+    key = _bundle_key(cfg)
+    if key not in _adapter_configs:
+        preload(cfg)
+    return copy.deepcopy(_adapter_configs[key])
 
 
 def model_loads() -> int:

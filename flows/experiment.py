@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict
 
@@ -17,6 +18,7 @@ from tasks.evaluate_global import initial_evaluation_task
 from tasks.lease import release_lease_task, renew_lease_task, take_lease_task
 from tasks.log import finish_tracking_task, log_initial_evaluation_task, start_tracking_task
 from tasks.plan import first_round_task, read_results_task
+from tasks.record import record_round_task
 
 
 class ExperimentSummary(BaseModel):
@@ -52,6 +54,7 @@ def _rounds(cfg: ExperimentConfig, held: Lease, address: str | None) -> Experime
     parent_run_id = start_tracking_task(cfg) if cfg.tracking.enabled else None
     first, last_committed = first_round_task(cfg, parent_run_id)
     run_round = federated_round.with_options(task_runner=round_task_runner(cfg, address))
+    records: list[PrefectFuture[RoundResult]] = []
     try:
         # Distributed: every owner's warm run starts now (its model loads during the initial
         # evaluation) and serves every round not yet committed.
@@ -61,9 +64,18 @@ def _rounds(cfg: ExperimentConfig, held: Lease, address: str | None) -> Experime
                 log_initial_evaluation_task(cfg, parent_run_id, initial)
             results = read_results_task(cfg, list(range(1, first)))
             for t in range(first, cfg.federation.rounds + 1):
+                _stop_if_a_record_failed(records)
                 held = renew_lease_task(cfg, held, t)
-                results.append(run_round(cfg, t, parent_run_id, owners))
+                committed = run_round(cfg, t, owners)
+                # Round t's record runs alongside round t+1, after round t-1's record.
+                record = record_round_task.submit(
+                    cfg, parent_run_id, committed, return_state=False, wait_for=records[-1:]
+                )
+                records.append(record)
+        results += [record.result() for record in records]
     except Exception:
+        for record in records:  # nothing may still write to the parent run once it is ended
+            record.wait()
         # The parent run must not stay RUNNING: FAILED says so in the UI, and a rerun resumes it.
         if parent_run_id is not None:
             finish_tracking_task(cfg, parent_run_id, "FAILED")
@@ -78,3 +90,10 @@ def _rounds(cfg: ExperimentConfig, held: Lease, address: str | None) -> Experime
         mlflow_run_id=parent_run_id,
         rounds=results,
     )
+
+
+def _stop_if_a_record_failed(records: list[PrefectFuture[RoundResult]]) -> None:
+    """Raise a finished record's failure before the next round (a rerun records it first)."""
+    for record in records:
+        if record.state.is_failed():
+            record.result()

@@ -1,4 +1,7 @@
-"""One federated round: owners train, the coordinator aggregates, evaluates, commits, logs, registers."""
+"""One federated round: owners train, the coordinator aggregates, evaluates and commits.
+
+Its MLflow record (tasks/record.py) is the experiment flow's, alongside the next round.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +12,12 @@ from prefect.runtime import flow_run
 from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.errors import QuorumError
 from fgrpo_core.types import RoundResult
-from fgrpo_io import runtime
 from fgrpo_io.reports import failed_round_markdown, round_markdown
 from flows.fan_out import run_owners
 from flows.owner_sessions import OwnerSession
 from tasks.aggregate import aggregate_task, commit_task
 from tasks.evaluate_global import evaluate_candidate_task
-from tasks.log import log_round_task
 from tasks.plan import committed_result_task
-from tasks.register import register_task
 
 
 def _round_run_name() -> str:
@@ -30,9 +30,7 @@ def _artifact_key(cfg: ExperimentConfig, round_idx: int) -> str:
 
 
 @flow(name="federated-round", flow_run_name=_round_run_name, validate_parameters=False)
-def federated_round(
-    cfg: ExperimentConfig, round_idx: int, parent_run_id: str | None, owners: OwnerSession | None = None
-) -> RoundResult:
+def federated_round(cfg: ExperimentConfig, round_idx: int, owners: OwnerSession | None = None) -> RoundResult:
     """Round t: every owner trains from theta_{t-1}; the coordinator commits theta_t or refuses it.
 
     ``owners``: the experiment's warm owner runs (distributed mode), None otherwise.
@@ -52,10 +50,6 @@ def federated_round(
             raise
         evaluation = evaluate_candidate_task(cfg, candidate)
         result = commit_task(cfg, candidate, evaluation)
-    if parent_run_id is not None:
-        result = register_task(cfg, log_round_task(cfg, parent_run_id, result))
-    # The CLI's live view prints the round's line as soon as it commits.
-    runtime.report_event(runtime.ROUND_COMMITTED, report=result.model_dump(mode="json"))
     create_markdown_artifact(
         markdown=round_markdown(cfg.name, result),
         key=_artifact_key(cfg, round_idx),

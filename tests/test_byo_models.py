@@ -84,7 +84,9 @@ def test_hub_model_loads_from_the_local_cache_and_names_its_base_by_id(tmp_path:
     cfg = parse_config(byo_config(model))
     # Execute
     bundle = load_bundle(cfg)
-    folder = save_adapter_folder(bundle.model, get_adapter(bundle.model), tmp_path / "adapter")
+    folder = save_adapter_folder(
+        bundle.model.peft_config["default"], get_adapter(bundle.model), tmp_path / "adapter"
+    )
     # Assert: revision defaults to main; the adapter names the base by Hub id and revision.
     written = json.loads((folder / "adapter_config.json").read_text())
     assert (cfg.model.revision, cfg.model.model_id) == ("main", "acme/tiny-qwen")
@@ -111,7 +113,9 @@ def test_local_adapter_names_an_absolute_base_folder(tmp_path: Path, monkeypatch
     monkeypatch.chdir(tmp_path)
     bundle = load_bundle(parse_config(byo_config({"source": "local", "path": "models/g"})))
     # Execute
-    folder = save_adapter_folder(bundle.model, get_adapter(bundle.model), tmp_path / "adapter")
+    folder = save_adapter_folder(
+        bundle.model.peft_config["default"], get_adapter(bundle.model), tmp_path / "adapter"
+    )
     # Assert
     written = json.loads((folder / "adapter_config.json").read_text())
     assert written["base_model_name_or_path"] == str((tmp_path / "models" / "g").resolve())

@@ -207,7 +207,7 @@ def test_saved_adapter_folder_loads_with_peft_and_gives_the_same_logits(
     adapter = _random_adapter(get_adapter(model), seed=1)
     set_adapter(model, adapter)
     # Execute: save, then load it with plain PEFT onto a fresh copy of the base model.
-    folder = save_adapter_folder(model, adapter, tmp_path / "adapter")
+    folder = save_adapter_folder(model.peft_config["default"], adapter, tmp_path / "adapter")
     loaded = peft.PeftModel.from_pretrained(load_base_model(tiny_settings, FAMILIES)[0], folder)
     # Assert
     assert {p.name for p in folder.iterdir()} == {"adapter_config.json", "adapter_model.safetensors"}

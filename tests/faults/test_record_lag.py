@@ -1,0 +1,98 @@
+"""A round's MLflow record runs alongside the next round: a failed record loses nothing.
+
+Round 2's record fails once round 3 has committed, so rounds 2 and 3 are committed in the store
+without their MLflow record (round 3's record waits for round 2's and never runs). The rerun
+records both before it trains anything, and ends with one round run and one version per round.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from fgrpo_core.config import ExperimentConfig, parse_config
+from fgrpo_core.errors import FgrpoError
+from fgrpo_core.types import RoundResult
+from fgrpo_io import exchange, layout
+from fgrpo_io.ledger import Ledger
+from fgrpo_io.store import LocalStore
+from tests.conftest import tiny_config
+from tests.faults.shared import Round1, last_committed
+
+pytestmark = [pytest.mark.slow]
+
+INJECTED = "injected: the registry refused round 2"
+
+
+def _recorded_rounds(cfg: ExperimentConfig) -> tuple[list[str], dict[int, tuple[int, int]]]:
+    """The parent runs; per round, how many finished round runs it has and how many versions."""
+    from mlflow import MlflowClient
+
+    from fgrpo_io.tracking import ROLE_TAG, ROUND_TAG, mlflow_experiment_name
+
+    uri = cfg.tracking.tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment_id = client.get_experiment_by_name(mlflow_experiment_name(cfg.name)).experiment_id
+    parents = client.search_runs([experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'experiment'")
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'round'")
+    versions = client.search_model_versions(f"name = 'fgrpo-{cfg.name}'")
+    out: dict[int, tuple[int, int]] = {}
+    for t in range(1, cfg.federation.rounds + 1):
+        finished = [r for r in runs if r.data.tags.get(ROUND_TAG) == str(t) and r.info.status == "FINISHED"]
+        out[t] = (len(finished), sum(v.tags.get("round") == str(t) for v in versions))
+    return [p.info.run_id for p in parents], out
+
+
+def test_a_failed_record_is_recorded_by_the_rerun_with_every_later_round(
+    round1: Round1, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: 3 rounds, two owners, tracking on; round 2's registration fails, once, after round 3
+    # has committed (its record would otherwise finish first: a record is short, a round is not).
+    import tasks.record
+    from flows.experiment import run_experiment
+
+    raw = tiny_config(Path(round1.cfg.model.cache_dir), tmp_path)
+    raw["name"] = "tiny-record-lag"
+    raw["clients"] = raw["clients"][:2]
+    raw["federation"] = {"rounds": 3, "min_clients": 2}
+    raw["tracking"] = {"enabled": True, "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    cfg = parse_config(raw)
+    store, ident = LocalStore(tmp_path / "store"), exchange.identity(cfg)
+    state_3 = store.root / layout.state_key(ident.prefix, ident.experiment, 3)
+    register = tasks.record.register_round
+    failed: list[int] = []
+
+    def register_failing_once(cfg: ExperimentConfig, result: RoundResult) -> RoundResult:
+        if result.round == 2 and not failed:
+            deadline = time.monotonic() + 300
+            while not state_3.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            failed.append(result.round)
+            raise FgrpoError(INJECTED)
+        return register(cfg, result)
+
+    monkeypatch.setattr(tasks.record, "register_round", register_failing_once)
+    # Execute: the first run fails on round 2's record; the same experiment again.
+    with pytest.raises(FgrpoError, match=INJECTED):
+        run_experiment(cfg)
+    committed_after_fail = last_committed(store, ident)
+    parents, recorded_after_fail = _recorded_rounds(cfg)
+    first_after_fail = Ledger(cfg).first_round_to_run(parents[0])
+    summary = run_experiment(cfg)
+    # Assert: after the failure, round 1 is recorded, rounds 2 and 3 are committed without a record
+    # (round 2's run is logged, its version is not), and the rerun starts at round 2.
+    assert failed == [2]
+    assert committed_after_fail == 3
+    assert recorded_after_fail == {1: (1, 1), 2: (1, 0), 3: (0, 0)}
+    assert first_after_fail == 2
+    assert len(parents) == 1 and summary.mlflow_run_id == parents[0]
+    assert summary.resumed_from_round == 3  # the last committed round when it started
+    # Assert: the rerun trained nothing new and recorded both rounds, once each, in round order.
+    assert last_committed(store, ident) == 3
+    assert [r.round for r in summary.rounds] == [1, 2, 3]
+    assert _recorded_rounds(cfg) == (parents, {1: (1, 1), 2: (1, 1), 3: (1, 1)})
+    # Rounds 2 and 3 registered by the rerun, in round order, after round 1's version.
+    versions = [int(r.registry.version) for r in summary.rounds[1:] if r.registry is not None]
+    assert versions == [2, 3]
