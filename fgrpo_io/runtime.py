@@ -8,7 +8,6 @@ adapter, and two tasks sharing it would overwrite each other's weights.
 
 from __future__ import annotations
 
-import copy
 import gc
 import logging
 import threading
@@ -78,7 +77,7 @@ def _load(cfg: ExperimentConfig) -> ModelBundle:
     with _load_lock:
         bundle = load_bundle(cfg)
         _loads += 1
-        _adapter_configs[_bundle_key(cfg)] = copy.deepcopy(bundle.model.peft_config["default"])
+        _adapter_configs[_bundle_key(cfg)] = bundle.model.peft_config["default"]
     # accelerate runs gc.collect() at every Trainer.train; with the ~0.7 M objects that torch,
     # transformers, TRL, Prefect and MLflow leave, each costs 0.5-0.9 s. Moving what exists now
     # (imports, the model) to the permanent generation makes those collections cheap.
@@ -94,11 +93,14 @@ def preload(cfg: ExperimentConfig) -> None:
 
 
 def adapter_config(cfg: ExperimentConfig) -> Any:
-    """The PEFT config of ``cfg``'s adapter (``peft.LoraConfig``), from the first load of its model."""
+    """The PEFT config of ``cfg``'s adapter (``peft.LoraConfig``), from the first load of its model.
+
+    Shared with the loaded bundles: read it, do not change it (``save_adapter_folder`` copies it).
+    """
     key = _bundle_key(cfg)
     if key not in _adapter_configs:
         preload(cfg)
-    return copy.deepcopy(_adapter_configs[key])
+    return _adapter_configs[key]
 
 
 def model_loads() -> int:

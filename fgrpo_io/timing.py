@@ -10,7 +10,8 @@ threads) is timed inside ``concurrent()``, which scales its parts to the wall ti
 coordinator's wait for remote owners is ``record``ed as ``train_s``. The caller that knows the wall
 time adds ``orchestration_s``, the rest: Prefect's task and flow runs, the ephemeral API, thread
 hand-offs. A round's MLflow record runs alongside the next round: its ``mlflow_s`` counts in full,
-so the overlap it hides shows as a smaller ``orchestration_s``, never as a missing part. Prefect runs tasks in threads with a copy of the submitting context, so they see it.
+so the overlap it hides shows as a smaller ``orchestration_s``, never as a missing part. Prefect
+runs tasks in threads with a copy of the submitting context, so they see it.
 """
 
 from __future__ import annotations

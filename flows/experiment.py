@@ -93,7 +93,14 @@ def _rounds(cfg: ExperimentConfig, held: Lease, address: str | None) -> Experime
 
 
 def _stop_if_a_record_failed(records: list[PrefectFuture[RoundResult]]) -> None:
-    """Raise a finished record's failure before the next round (a rerun records it first)."""
+    """Raise a finished record's failure before the next round (a rerun records it first).
+
+    Asks the futures, not the API (a future's ``state`` reads the task run from it until someone
+    waits on the future, and the API's task-run states lag behind the recorder's batches). Records
+    form a chain: none after an unfinished one has run.
+    """
     for record in records:
-        if record.state.is_failed():
-            record.result()
+        try:
+            record.result(timeout=0)
+        except TimeoutError:
+            return
