@@ -26,6 +26,10 @@ DEFAULTS: dict[str, str] = {
     # Prefect gives its embedded API server 20 s to start (a fresh PREFECT_HOME migrates its
     # database first); a loaded 2-core machine has needed more (a CI run failed on it).
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    # Resuming is the ledger's job, and no task persists its result, so Prefect's default cache
+    # policy only costs a hash of the inputs and the task's source per task run (about 45 a tiny
+    # experiment). Read when a task is decorated, hence here and not in runtime.flow_settings.
+    "PREFECT_TASKS_DEFAULT_NO_CACHE": "true",
 }
 
 

@@ -59,18 +59,14 @@ def _registered_model(client: MlflowClient, model_name: str) -> RegisteredModel 
         raise
 
 
-def _model_exists(client: MlflowClient, model_name: str) -> bool:
-    return _registered_model(client, model_name) is not None
-
-
-def _champion(client: MlflowClient, model_name: str) -> tuple[str, float] | None:
-    aliases = get_aliases(client, model_name)
-    if CHAMPION not in aliases:
+def _champion(client: MlflowClient, model: RegisteredModel | None) -> tuple[str, float] | None:
+    """The champion's version and score, from the model's aliases (None: no model or champion)."""
+    if model is None or CHAMPION not in model.aliases:
         return None
-    version = client.get_model_version(model_name, aliases[CHAMPION])
+    version = client.get_model_version(model.name, str(model.aliases[CHAMPION]))
     if SCORE_TAG not in version.tags:
         raise TrackingError(
-            f"champion v{version.version} of {model_name!r} has no {SCORE_TAG!r} tag; tag it or "
+            f"champion v{version.version} of {model.name!r} has no {SCORE_TAG!r} tag; tag it or "
             "delete the alias"
         )
     return str(version.version), float(version.tags[SCORE_TAG])
@@ -79,8 +75,7 @@ def _champion(client: MlflowClient, model_name: str) -> tuple[str, float] | None
 def round_version(client: MlflowClient, model_name: str, run_id: str, round_idx: int) -> str | None:
     """The version registered from run ``run_id`` for round ``round_idx``, if any."""
     with mlflow_errors(str(client.tracking_uri), f"search for {model_name!r} round {round_idx}"):
-        if not _model_exists(client, model_name):
-            return None
+        # No such model: no versions (searching needs no check that it exists).
         same_round = [
             v
             for v in client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
@@ -113,7 +108,9 @@ def register_round_model(
     """
     uri = str(client.tracking_uri)
     with mlflow_errors(uri, f"registration of {model_name!r} round {round_idx}"):
-        if not _model_exists(client, model_name):
+        # Read once: its aliases decide the champion below (records run one at a time, in order).
+        model = _registered_model(client, model_name)
+        if model is None:
             client.create_registered_model(model_name)
         if existing_version is not None:
             version = existing_version
@@ -129,7 +126,7 @@ def register_round_model(
             # Tags with the version: one call instead of one per tag.
             created = client.create_model_version(model_name, source=source, run_id=run_id, tags=version_tags)
             version = str(created.version)
-        champion = _champion(client, model_name)
+        champion = _champion(client, model)
         if champion is None or champion[0] == version or (not math.isnan(score) and score > champion[1]):
             client.set_registered_model_alias(model_name, CHAMPION, version)
             # A resumed round whose version already is the champion has no "previous" champion.
@@ -151,8 +148,6 @@ def round_version_by_tag(
 ) -> str | None:
     """The version registered for round ``round_idx`` of ``experiment``, by its tags (any run)."""
     with mlflow_errors(str(client.tracking_uri), f"search for {model_name!r} round {round_idx}"):
-        if not _model_exists(client, model_name):
-            return None
         found = [
             v
             for v in client.search_model_versions(f"name = '{model_name}'")
@@ -166,10 +161,11 @@ def record_rollback(
 ) -> None:
     """Point `champion` at the restored round's version (none for theta_0) and say so in a tag."""
     with mlflow_errors(str(client.tracking_uri), f"rollback of {model_name!r}"):
-        if not _model_exists(client, model_name):
+        model = _registered_model(client, model_name)
+        if model is None:
             return
         if version is None:
-            if CHAMPION in get_aliases(client, model_name):
+            if CHAMPION in model.aliases:
                 client.delete_registered_model_alias(model_name, CHAMPION)
         else:
             client.set_registered_model_alias(model_name, CHAMPION, version)

@@ -161,8 +161,17 @@ def flow_settings() -> Iterator[None]:
     creating the next round's flow run waited for them (2 of 4 rounds, 4 s of a 30 s experiment:
     bench/results/overhead.md). It writes them in batches here (flushed every 5 s and at shutdown).
     Set before the API starts: the ephemeral server takes these settings when it is launched.
+
+    The ephemeral server does not check CSRF tokens unless told to, yet each new client asks it for
+    one before its first write (a request per round's subflow): the client stops asking here.
     """
-    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_CLIENT_CSRF_SUPPORT_ENABLED,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_SERVER_CSRF_PROTECTION_ENABLED,
+        temporary_settings,
+    )
 
     if PREFECT_API_URL.value():
         yield
@@ -173,5 +182,7 @@ def flow_settings() -> Iterator[None]:
         f"{recorder}.batch_size": RECORDER_BATCH,
         f"{recorder}.read_batch_size": RECORDER_BATCH,
     }
+    if not PREFECT_SERVER_CSRF_PROTECTION_ENABLED.value():
+        updates[PREFECT_CLIENT_CSRF_SUPPORT_ENABLED] = False
     with temporary_settings(updates=updates):
         yield

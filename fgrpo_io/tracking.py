@@ -67,11 +67,8 @@ def mlflow_experiment_name(experiment: str) -> str:
 
 def resolve_tracking_uri(settings: TrackingSettings, output_dir: Path) -> str:
     """The configured URI, else MLFLOW_TRACKING_URI, else SQLite in the output folder."""
-    if settings.tracking_uri:
-        return settings.tracking_uri
-    from_env = os.environ.get("MLFLOW_TRACKING_URI")
-    if from_env:
-        return from_env
+    if settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
+        return settings.tracking_uri or os.environ["MLFLOW_TRACKING_URI"]
     folder = Path(output_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}"
@@ -205,37 +202,42 @@ class Tracker:
         with ``any_parent``, under any parent run of the same fgrpo experiment (an earlier, finished
         invocation logged it)."""
         with mlflow_errors(self.uri, f"search for round run {round_idx}"):
-            parent = self.client.get_run(parent_run_id)
-            owner = (
-                f"tags.`{EXPERIMENT_TAG}` = '{parent.data.tags[EXPERIMENT_TAG]}'"
-                if any_parent
-                else f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
-            )
-            existing = self.client.search_runs(
-                [parent.info.experiment_id],
-                filter_string=f"{owner} and tags.`{ROUND_TAG}` = '{round_idx}' and tags.`{ROLE_TAG}` = 'round'",
-                order_by=["attributes.start_time DESC"],
-                max_results=1,
-            )
-            if not existing:
-                return None
-            run = existing[0]
-            return str(run.info.run_id), run.data.tags.get(ROUND_LOGGED_TAG) == "true"
+            return self._round_run(self.client.get_run(parent_run_id), round_idx, any_parent)
 
-    def start_round_run(self, parent_run_id: str, round_idx: int) -> str:
-        """A new nested run "round-0003" under the parent."""
+    def open_round_run(self, parent_run_id: str, round_idx: int) -> tuple[str, bool]:
+        """(run id, logged) of round ``round_idx``'s nested run under the parent, started if there
+        is none yet: a retried or resumed record finds its run instead of starting a second one."""
         with mlflow_errors(self.uri, f"start of round run {round_idx}"):
-            parent = self.client.get_run(parent_run_id)
-            tags = {
-                PARENT_TAG: parent_run_id,
-                ROUND_TAG: str(round_idx),
-                ROLE_TAG: "round",
-                EXPERIMENT_TAG: parent.data.tags[EXPERIMENT_TAG],
-            }
-            run = self.client.create_run(
-                parent.info.experiment_id, run_name=f"round-{round_idx:04d}", tags=tags
-            )
-            return str(run.info.run_id)
+            parent = self.client.get_run(parent_run_id)  # read once for the search and the start
+            found = self._round_run(parent, round_idx, any_parent=False)
+            return found if found is not None else (self._start_round_run(parent, round_idx), False)
+
+    def _round_run(self, parent: Run, round_idx: int, any_parent: bool) -> tuple[str, bool] | None:
+        owner = (
+            f"tags.`{EXPERIMENT_TAG}` = '{parent.data.tags[EXPERIMENT_TAG]}'"
+            if any_parent
+            else f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
+        )
+        existing = self.client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"{owner} and tags.`{ROUND_TAG}` = '{round_idx}' and tags.`{ROLE_TAG}` = 'round'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not existing:
+            return None
+        run = existing[0]
+        return str(run.info.run_id), run.data.tags.get(ROUND_LOGGED_TAG) == "true"
+
+    def _start_round_run(self, parent: Run, round_idx: int) -> str:
+        tags = {
+            PARENT_TAG: str(parent.info.run_id),
+            ROUND_TAG: str(round_idx),
+            ROLE_TAG: "round",
+            EXPERIMENT_TAG: parent.data.tags[EXPERIMENT_TAG],
+        }
+        run = self.client.create_run(parent.info.experiment_id, run_name=f"round-{round_idx:04d}", tags=tags)
+        return str(run.info.run_id)
 
     def log_round(self, parent_run_id: str, round_run_id: str, experiment: str, result: RoundResult) -> None:
         """Log a round: client series on the parent (step = round), the same at step 0 on the
@@ -243,16 +245,17 @@ class Tracker:
 
         Each row's numeric and bool fields become ``client/<id>/<field>`` (bools as 0/1); the
         evaluation ``eval/<family>/accuracy``, ``eval/<family>/mean_reward``, ``eval/macro_accuracy``.
+        The logged tag goes with the round run's last metrics batch, written after everything else.
         """
         values = round_metrics(result)
         t = result.round
         with mlflow_errors(self.uri, f"logging of round {t}"):
             now_ms = int(time.time() * 1000)
-            self._log_metrics(parent_run_id, [Metric(k, v, now_ms, t) for k, v in values.items()])
-            self._log_metrics(round_run_id, [Metric(k, v, now_ms, 0) for k, v in values.items()])
             self.client.log_text(round_run_id, result.model_dump_json(indent=2), "round_result.json")
             self.client.log_text(round_run_id, round_markdown(experiment, result), "round_table.md")
-            self.client.set_tag(round_run_id, ROUND_LOGGED_TAG, "true")
+            self._log_metrics(parent_run_id, [Metric(k, v, now_ms, t) for k, v in values.items()])
+            logged = [RunTag(ROUND_LOGGED_TAG, "true")]
+            self._log_metrics(round_run_id, [Metric(k, v, now_ms, 0) for k, v in values.items()], logged)
 
     def initial_evaluation_logged(self, parent_run_id: str) -> bool:
         """Whether step 0 of ``eval/macro_accuracy`` is on the parent run."""
@@ -285,6 +288,11 @@ class Tracker:
             self.client.log_batch(run_id, params=param_items[start : start + PARAM_BATCH])
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
-    def _log_metrics(self, run_id: str, metrics: list[Metric]) -> None:
-        for start in range(0, len(metrics), METRIC_BATCH):
-            self.client.log_batch(run_id, metrics=metrics[start : start + METRIC_BATCH])
+    def _log_metrics(self, run_id: str, metrics: list[Metric], last_tags: list[RunTag] | None = None) -> None:
+        """``metrics`` in batches; ``last_tags`` with the last one (MLflow writes a batch's tags
+        after its metrics)."""
+        batches = [metrics[i : i + METRIC_BATCH] for i in range(0, len(metrics), METRIC_BATCH)] or [[]]
+        for i, batch in enumerate(batches):
+            tags = (last_tags or []) if i == len(batches) - 1 else []
+            if batch or tags:
+                self.client.log_batch(run_id, metrics=batch, tags=tags)

@@ -26,12 +26,11 @@ def log_round(cfg: ExperimentConfig, parent_run_id: str, result: RoundResult) ->
 
     Idempotent: a round run already logged (a resumed or retried record) is found, not logged twice.
     """
-    ledger = Ledger(cfg)
-    found = ledger.round_run(result.round, parent_run_id)
-    run_id = found[0] if found else ledger.tracker.start_round_run(parent_run_id, result.round)
-    if not (found and found[1]):
-        ledger.tracker.log_round(parent_run_id, run_id, cfg.name, result)
-        ledger.tracker.finish_run(run_id)
+    tracker = Ledger(cfg).tracker
+    run_id, logged = tracker.open_round_run(parent_run_id, result.round)
+    if not logged:
+        tracker.log_round(parent_run_id, run_id, cfg.name, result)
+        tracker.finish_run(run_id)
     return result.model_copy(update={"mlflow_round_run_id": run_id})
 
 

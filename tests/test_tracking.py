@@ -105,7 +105,7 @@ def test_runs_params_round_metrics_and_tables(tracker: Tracker) -> None:
     parent = tracker.start_experiment_run("fgrpo-tests", "track-test", params, {"strategy": "fgrpo"})
     round_runs = []
     for r in (0, 1):
-        round_run = tracker.start_round_run(parent, r + 1)
+        round_run = tracker.open_round_run(parent, r + 1)[0]
         rows = [_row("a", weights[r]["a"], True), _row("b", weights[r]["b"], r == 0)]
         tracker.log_round(parent, round_run, "track-test", _result(r + 1, rows, 0.5 + r / 10, 0.45))
         tracker.finish_run(round_run)
@@ -140,15 +140,35 @@ def test_runs_params_round_metrics_and_tables(tracker: Tracker) -> None:
 def test_a_round_run_is_found_and_marked_logged(tracker: Tracker) -> None:
     # Prepare
     parent = tracker.start_experiment_run("fgrpo-tests", "resume-round", {}, {})
-    round_run = tracker.start_round_run(parent, 1)
+    round_run, logged = tracker.open_round_run(parent, 1)
     before = tracker.round_run(parent, 1)
+    reopened = tracker.open_round_run(parent, 1)  # a retried record, before it logged anything
     # Execute
     tracker.log_round(parent, round_run, "resume-round", _result(1, [_row("a", 1.0, True)], 0.3, 0.3))
     # Assert: the ledger's question (is round 1 logged?) has its answer in MLflow.
-    assert before == (round_run, False)
+    assert not logged and before == (round_run, False) and reopened == (round_run, False)
     assert tracker.round_run(parent, 1) == (round_run, True)
+    assert tracker.open_round_run(parent, 1) == (round_run, True)
     assert tracker.round_run(parent, 2) is None
     assert len(tracker.client.get_metric_history(parent, "client/a/weight")) == 1
+    children = tracker.client.search_runs(
+        [tracker.client.get_run(parent).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'"
+    )
+    assert [r.info.run_id for r in children] == [round_run]
+
+
+def test_a_round_past_one_metrics_batch_is_logged_whole(tracker: Tracker) -> None:
+    # Prepare: 120 clients' series are more metrics than one MLflow batch takes (1000)
+    parent = tracker.start_experiment_run("fgrpo-tests", "wide-round", {}, {})
+    round_run, _ = tracker.open_round_run(parent, 1)
+    rows = [_row(f"c{i:03d}", 1 / 120, True) for i in range(120)]
+    # Execute
+    tracker.log_round(parent, round_run, "wide-round", _result(1, rows, 0.3, 0.3))
+    # Assert: every series on both runs, and the logged tag (sent with the last batch)
+    run = tracker.client.get_run(round_run)
+    assert len(run.data.metrics) == len(tracker.client.get_run(parent).data.metrics) > 1000
+    assert run.data.metrics["client/c119/weight"] == pytest.approx(1 / 120)
+    assert tracker.round_run(parent, 1) == (round_run, True)
 
 
 def test_resume_with_changed_params_is_refused(tracker: Tracker) -> None:
@@ -171,7 +191,7 @@ def test_registry_champion_and_challenger(tracker: Tracker, tmp_path: Path) -> N
     # Execute
     results, aliases = [], []
     for r, score in enumerate(scores):
-        round_run = tracker.start_round_run(parent, r)
+        round_run = tracker.open_round_run(parent, r)[0]
         tracker.log_adapter_artifacts(round_run, folder)
         results.append(
             register_round_model(client, "fgrpo-reg", round_run, "adapter", r, "registry", "fgrpo", score)
@@ -195,12 +215,13 @@ def test_registry_champion_and_challenger(tracker: Tracker, tmp_path: Path) -> N
     assert tags["experiment"] == "registry" and tags["round"] == "1" and tags["strategy"] == "fgrpo"
     assert float(tags["global_macro_accuracy"]) == 0.4
     assert get_aliases(client, "no-such-model") == {}
+    assert round_version(client, "no-such-model", round_run, 2) is None
 
 
 def test_registry_tie_goes_to_challenger(tracker: Tracker, tmp_path: Path) -> None:
     # Prepare
     parent = tracker.start_experiment_run("fgrpo-tests", "tie", {}, {})
-    runs = [tracker.start_round_run(parent, r) for r in (0, 1)]
+    runs = [tracker.open_round_run(parent, r)[0] for r in (0, 1)]
     # Execute
     first = register_round_model(tracker.client, "fgrpo-tie", runs[0], "adapter", 0, "tie", "fedavg", 0.5)
     second = register_round_model(tracker.client, "fgrpo-tie", runs[1], "adapter", 1, "tie", "fedavg", 0.5)
@@ -211,7 +232,7 @@ def test_registry_tie_goes_to_challenger(tracker: Tracker, tmp_path: Path) -> No
 def test_registry_version_names_its_base_model(tracker: Tracker) -> None:
     # Prepare: the identity a round's registration passes (the experiment's base, theta_t's sha256)
     parent = tracker.start_experiment_run("fgrpo-tests", "base-tags", {}, {})
-    round_run = tracker.start_round_run(parent, 3)
+    round_run = tracker.open_round_run(parent, 3)[0]
     identity = AdapterIdentity("HuggingFaceTB/SmolLM2-135M-Instruct", "12fd25f7", "ab" * 32)
     # Execute
     made = register_round_model(
