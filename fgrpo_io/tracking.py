@@ -67,8 +67,8 @@ def mlflow_experiment_name(experiment: str) -> str:
 
 def resolve_tracking_uri(settings: TrackingSettings, output_dir: Path) -> str:
     """The configured URI, else MLFLOW_TRACKING_URI, else SQLite in the output folder."""
-    if settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
-        return settings.tracking_uri or os.environ["MLFLOW_TRACKING_URI"]
+    if uri := settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
+        return uri
     folder = Path(output_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}"
@@ -292,7 +292,7 @@ class Tracker:
         """``metrics`` in batches; ``last_tags`` with the last one (MLflow writes a batch's tags
         after its metrics)."""
         batches = [metrics[i : i + METRIC_BATCH] for i in range(0, len(metrics), METRIC_BATCH)] or [[]]
-        for i, batch in enumerate(batches):
-            tags = (last_tags or []) if i == len(batches) - 1 else []
-            if batch or tags:
-                self.client.log_batch(run_id, metrics=batch, tags=tags)
+        for batch in batches[:-1]:
+            self.client.log_batch(run_id, metrics=batch)
+        if batches[-1] or last_tags:
+            self.client.log_batch(run_id, metrics=batches[-1], tags=last_tags or [])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import Any
 
 from prefect import Task
 from prefect.cache_policies import NO_CACHE
@@ -19,8 +20,8 @@ import tasks
 from fgrpo_io import runtime
 
 
-def _project_tasks() -> dict[str, Task]:  # type: ignore[type-arg]
-    found: dict[str, Task] = {}  # type: ignore[type-arg]
+def _project_tasks() -> dict[str, Task[Any, Any]]:
+    found: dict[str, Task[Any, Any]] = {}
     for info in pkgutil.iter_modules(tasks.__path__):
         module = importlib.import_module(f"tasks.{info.name}")
         found |= {f"{info.name}.{n}": v for n, v in vars(module).items() if isinstance(v, Task)}
