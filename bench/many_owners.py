@@ -62,7 +62,7 @@ def owners_config(base: Path, work: Path, k: int, processes: int, rounds: int) -
 
 def run_one(cfg: Any) -> dict[str, Any]:
     """One experiment; the wall time of each round, from the round flow's commit events."""
-    from fgrpo_io import runtime, timing
+    from fgrpo_io import prefect_settings, runtime, timing
     from flows.experiment import run_experiment
 
     marks: list[float] = []
@@ -72,7 +72,7 @@ def run_one(cfg: Any) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     try:
-        with runtime.flow_settings(), timing.collect() as collected:
+        with prefect_settings.flow_settings(), timing.collect() as collected:
             summary = run_experiment(cfg)
     finally:
         runtime.set_event_hook(None)

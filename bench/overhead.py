@@ -66,11 +66,11 @@ def bench_config(path: Path, work: Path, name: str) -> Any:
 
 def run_pipeline(cfg: Any) -> dict[str, Any]:
     """One experiment through the Prefect flows; its wall time, split and weights per round."""
-    from fgrpo_io import runtime, timing
+    from fgrpo_io import prefect_settings, runtime, timing
     from flows.experiment import run_experiment
 
     runtime.clear_bundles()  # a fresh `fgrpo run` loads its model once: so does each run here
-    with runtime.flow_settings(), timing.collect() as collected:  # as `fgrpo run` does
+    with prefect_settings.flow_settings(), timing.collect() as collected:  # as `fgrpo run` does
         wall_s, summary = _timed(lambda: run_experiment(cfg))
     weights = [{r.client_id: r.weight for r in rep.rows} for rep in summary.rounds]
     return {
@@ -107,10 +107,10 @@ def one_time_costs(config: Path, work: Path) -> dict[str, float]:
     def noop() -> None:
         return None
 
-    from fgrpo_io import runtime
+    from fgrpo_io import prefect_settings
 
-    # The ephemeral API starts here, with the settings `fgrpo run` gives it (runtime.flow_settings).
-    with runtime.flow_settings():
+    # The ephemeral API starts here, with the settings `fgrpo run` gives it.
+    with prefect_settings.flow_settings():
         costs["prefect_api_start_s"], _ = _timed(noop)
     costs["pipeline_first_run_s"] = run_pipeline(cfg)["wall_s"]
     costs["bare_first_run_s"] = run_bare(cfg, work / "bare-warmup")["wall_s"]

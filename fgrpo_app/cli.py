@@ -87,7 +87,7 @@ def run(
     from prefect.settings import PREFECT_API_URL
 
     from fgrpo_app.run_summary import finish_summary, print_summary
-    from fgrpo_io import runtime, timing
+    from fgrpo_io import prefect_settings, runtime, timing
     from flows.experiment import run_experiment
 
     quiet_prefect_task_runs()
@@ -105,7 +105,11 @@ def run(
             fail("owners cannot run:\n  " + "\n  ".join(str(p) for p in problems), code=1)
     started = time.monotonic()
     try:
-        with runtime.flow_settings(), timing.collect() as collected, view if not json_out else _nothing():
+        with (
+            prefect_settings.flow_settings(),
+            timing.collect() as collected,
+            view if not json_out else _nothing(),
+        ):
             state = run_experiment(cfg, return_state=True)
             summary: dict[str, Any] = state.result().model_dump(mode="json")  # raises the flow's exception
         summary["timings"] = collected.totals

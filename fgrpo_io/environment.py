@@ -28,7 +28,7 @@ DEFAULTS: dict[str, str] = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     # Resuming is the ledger's job, and no task persists its result, so Prefect's default cache
     # policy only costs a hash of the inputs and the task's source per task run (about 45 a tiny
-    # experiment). Read when a task is decorated, hence here and not in runtime.flow_settings.
+    # experiment). Read when a task is decorated, hence here and not in prefect_settings.flow_settings.
     "PREFECT_TASKS_DEFAULT_NO_CACHE": "true",
 }
 

@@ -1,5 +1,4 @@
-"""Process-local resources of a worker: loaded base models, the progress display hook, and the
-Prefect settings of flows run from this process.
+"""Process-local resources of a worker: loaded base models and the progress display hook.
 
 Loading a base model costs seconds (SmolLM2: ~16 s the first time, then a cached folder), so a
 worker keeps the models it loaded and lends each to one task at a time: a PeftModel holds one
@@ -29,8 +28,6 @@ EventHook = Callable[[str, dict[str, Any]], None]
 ROUND_COMMITTED = "round_committed"
 # An owner's state in a round: fields ``round``, ``client_id``, ``state`` (e.g. "evaluating").
 CLIENT_STATE = "client_state"
-# Task-run events the ephemeral API's recorder writes per transaction (Prefect's default: 1).
-RECORDER_BATCH = 100
 
 _lock = threading.Lock()
 # transformers builds a model under process-wide context managers (meta device, default dtype):
@@ -145,44 +142,3 @@ def work_dir(cfg: ExperimentConfig, *parts: str) -> Path:
         path = path / p
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-@contextmanager
-def flow_settings() -> Iterator[None]:
-    """Prefect settings for the flows started inside this block (``fgrpo run``, the benchmarks).
-
-    With the ephemeral API (no ``PREFECT_API_URL``) nothing outlives this process and nothing reads
-    flow-run heartbeats, yet each flow run joins its heartbeat thread on exit, and that thread
-    sleeps in 1 s steps: up to a second lost per flow run, and every round is one. Heartbeats are
-    switched off there; against a real server they stay on (they detect crashed runs).
-
-    The ephemeral API's task-run recorder writes each task-run event in a SQLite transaction of its
-    own (batch size 1); after a round's burst of events those writes held the database for ~2 s, and
-    creating the next round's flow run waited for them (2 of 4 rounds, 4 s of a 30 s experiment:
-    bench/results/overhead.md). It writes them in batches here (flushed every 5 s and at shutdown).
-    Set before the API starts: the ephemeral server takes these settings when it is launched.
-
-    The ephemeral server does not check CSRF tokens unless told to, yet each new client asks it for
-    one before its first write (a request per round's subflow): the client stops asking here.
-    """
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_CLIENT_CSRF_SUPPORT_ENABLED,
-        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
-        PREFECT_SERVER_CSRF_PROTECTION_ENABLED,
-        temporary_settings,
-    )
-
-    if PREFECT_API_URL.value():
-        yield
-        return
-    recorder = "server.services.task_run_recorder"
-    updates: dict[Any, Any] = {
-        PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
-        f"{recorder}.batch_size": RECORDER_BATCH,
-        f"{recorder}.read_batch_size": RECORDER_BATCH,
-    }
-    if not PREFECT_SERVER_CSRF_PROTECTION_ENABLED.value():
-        updates[PREFECT_CLIENT_CSRF_SUPPORT_ENABLED] = False
-    with temporary_settings(updates=updates):
-        yield

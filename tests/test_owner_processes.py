@@ -11,7 +11,7 @@ import pytest
 from fgrpo_core.config import parse_config
 from fgrpo_core.deltas import encode
 from fgrpo_core.runner import run_in_process
-from fgrpo_io import exchange, runtime, timing
+from fgrpo_io import exchange, prefect_settings, timing
 from fgrpo_io.owner_pool import owner_cluster, torch_threads
 from fgrpo_io.store import LocalStore
 from tests.conftest import tiny_config
@@ -28,7 +28,7 @@ def test_owners_in_two_worker_processes_give_the_bare_loops_rounds(
     raw = tiny_config(model_cache, tmp_path, name="in-processes", tracking={"enabled": False})
     cfg = parse_config({**raw, "federation": {**raw["federation"], "owner_processes": 2}})
     # Execute
-    with runtime.flow_settings(), timing.collect() as collected:
+    with prefect_settings.flow_settings(), timing.collect() as collected:
         summary = run_experiment(cfg)
     bare = run_in_process(cfg, tmp_path / "bare")
     # Assert: bit-identical final adapter and the same weights every round
