@@ -82,10 +82,6 @@ class Ledger:
         """The model version round t registered from its round run, if any."""
         return round_version(self.tracker.client, registered_name(self.cfg), round_run_id, t)
 
-    def round_run(self, t: int, parent_run_id: str) -> tuple[str, bool] | None:
-        """(run id, logged) of round t's nested MLflow run under the parent, if it exists."""
-        return self.tracker.round_run(parent_run_id, t)
-
     def first_round_to_run(self, parent_run_id: str | None) -> int:
         """The first committed round whose MLflow record (log or version) is missing, else the next.
 

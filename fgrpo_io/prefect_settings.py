@@ -7,6 +7,7 @@ Against a real server (``fgrpo stack``) Prefect's defaults stay.
 
 from __future__ import annotations
 
+import ssl
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,6 @@ RECORDER_BATCH = 100
 # refuse it (SQLITE_BUSY_SNAPSHOT), the API answers 503 and Prefect's client waits 2 s. Seen in
 # 1 of 6 tiny experiments with 20, none of 10 with 1000 (bench/results/overhead-notes.md).
 PERSISTER_BATCH = 1000
-_PEM_END = "-----END CERTIFICATE-----"
 
 
 def one_root_ca_file(folder: Path) -> Path:
@@ -35,7 +35,7 @@ def one_root_ca_file(folder: Path) -> Path:
     import certifi
 
     bundle = Path(certifi.where()).read_text(encoding="ascii")
-    first = bundle[bundle.index("-----BEGIN CERTIFICATE-----") : bundle.index(_PEM_END) + len(_PEM_END)]
+    first = bundle[bundle.index(ssl.PEM_HEADER) : bundle.index(ssl.PEM_FOOTER) + len(ssl.PEM_FOOTER)]
     path = folder / "one-root-ca.pem"
     path.write_text(first + "\n", encoding="ascii")
     return path
