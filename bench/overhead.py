@@ -119,6 +119,8 @@ def one_time_costs(config: Path, work: Path) -> dict[str, float]:
 
 def measure(config: Path, repeats: int, work: Path) -> dict[str, Any]:
     """One-time costs, then ``repeats`` interleaved runs of each path, and their medians."""
+    import torch
+
     model_cache = Path(bench_config(config, work, "overhead-warmup").model.cache_dir)
     model_cache_existed = model_cache.is_dir() and any(model_cache.iterdir())
     one_time = one_time_costs(config, work)
@@ -151,6 +153,7 @@ def measure(config: Path, repeats: int, work: Path) -> dict[str, Any]:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+            "torch_threads": torch.get_num_threads(),
             "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         },
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -205,7 +208,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"# Orchestration overhead: {result['config']}",
             "",
             f"Median of {result['repeats']} interleaved runs each, one process, {result['machine']['cpus']} "
-            f"CPUs, OMP_WAIT_POLICY={result['machine']['omp_wait_policy']}, measured {result['measured_at']}; "
+            f"CPUs, OMP_WAIT_POLICY={result['machine']['omp_wait_policy']}, "
+            f"torch threads {result['machine'].get('torch_threads', '?')}, measured {result['measured_at']}; "
             f"load average at the end {result['machine'].get('loadavg_end', ['?'])[0]}.",
             "",
             f"**Ratio pipeline / bare = {result['ratio']:.3f}** ({verdict} the goal ≤ {result['goal']:.2f}); "
@@ -243,13 +247,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each path (median)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of overhead.json and overhead.md")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (printed)")
+    parser.add_argument(
+        "--torch-threads", type=int, default=0, help="intra-op threads of both paths (0: torch's default)"
+    )
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
+    if args.repeats < 1 or args.torch_threads < 0:
+        parser.error("--repeats must be at least 1, --torch-threads at least 0")
     work = Path(tempfile.mkdtemp(prefix="fgrpo-overhead-"))
     for key, value in ENV.items():
         os.environ.setdefault(key, value)
     os.environ["PREFECT_HOME"] = str(work / "prefect-home")  # a throwaway Prefect API database
+    if args.torch_threads:  # both paths alike: bench/torch_threads.py measures what it changes
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     try:
         result = measure(args.config, args.repeats, work)
     finally:

@@ -17,7 +17,7 @@ def _result() -> dict[str, Any]:
     return {
         "config": "configs/tiny.yaml",
         "repeats": 3,
-        "machine": {"cpus": 2, "omp_wait_policy": "PASSIVE"},
+        "machine": {"cpus": 2, "omp_wait_policy": "PASSIVE", "torch_threads": 1},
         "measured_at": "2026-01-01 00:00:00",
         "one_time": {"imports_s": 7.5, "prefect_api_start_s": 12.0},
         "model_cache_existed": True,
@@ -69,6 +69,7 @@ def test_markdown_table_has_both_paths_and_the_verdict() -> None:
     assert "| **wall (median)** | **7.70** | **5.80** |" in page
     assert "| prefect api start | 12 |" in page
     assert "adds a median 1.90 s per experiment" in page
+    assert "OMP_WAIT_POLICY=PASSIVE, torch threads 1, measured" in page
 
 
 def test_headline_holds_the_ratio_under_its_fixed_name() -> None:
