@@ -52,11 +52,16 @@ def _medians(runs: Sequence[dict[str, float]]) -> dict[str, float]:
     return {name: round(statistics.median(r[name] for r in runs), 3) for name in runs[0]}
 
 
-def bench_config(path: Path, work: Path, name: str) -> Any:
-    """The config with its outputs, store and MLflow database under ``work`` (model cache kept)."""
+def bench_config(path: Path, work: Path, name: str, torch_threads: int = 0) -> Any:
+    """The config with its outputs, store and MLflow database under ``work`` (model cache kept).
+
+    ``torch_threads``: grpo.torch_threads of both paths, set by their model loads (0: the config's).
+    """
     from fgrpo_core.config import load_config, parse_config
 
     raw = load_config(path).model_dump()
+    if torch_threads:
+        raw["grpo"] = {**raw["grpo"], "torch_threads": torch_threads}
     raw["name"] = name
     raw["output_dir"] = str(work / "out")
     raw["store"] = {**raw["store"], "kind": "local", "root": str(work / "out" / "store")}
@@ -91,7 +96,7 @@ def run_bare(cfg: Any, work: Path) -> dict[str, Any]:
     return {"wall_s": wall_s, "timings": timings, "weights": weights}
 
 
-def one_time_costs(config: Path, work: Path) -> dict[str, float]:
+def one_time_costs(config: Path, work: Path, torch_threads: int = 0) -> dict[str, float]:
     """Seconds of what a process or a machine pays once, then of a first run of each path."""
     costs: dict[str, float] = {}
     costs["imports_s"], _ = _timed(lambda: __import__("flows.experiment"))
@@ -99,7 +104,7 @@ def one_time_costs(config: Path, work: Path) -> dict[str, float]:
 
     from fgrpo_core.models import load_bundle
 
-    cfg = bench_config(config, work, "overhead-warmup")
+    cfg = bench_config(config, work, "overhead-warmup", torch_threads)
     # Without a cache, the first load converts the model (SmolLM2) or warms the tiny one up.
     costs["model_first_load_s"], _ = _timed(lambda: load_bundle(cfg))
 
@@ -117,17 +122,17 @@ def one_time_costs(config: Path, work: Path) -> dict[str, float]:
     return {k: round(v, 3) for k, v in costs.items()}
 
 
-def measure(config: Path, repeats: int, work: Path) -> dict[str, Any]:
+def measure(config: Path, repeats: int, work: Path, torch_threads: int = 0) -> dict[str, Any]:
     """One-time costs, then ``repeats`` interleaved runs of each path, and their medians."""
     import torch
 
     model_cache = Path(bench_config(config, work, "overhead-warmup").model.cache_dir)
     model_cache_existed = model_cache.is_dir() and any(model_cache.iterdir())
-    one_time = one_time_costs(config, work)
+    one_time = one_time_costs(config, work, torch_threads)
     pipeline: list[dict[str, Any]] = []
     bare: list[dict[str, Any]] = []
     for i in range(repeats):
-        cfg = bench_config(config, work, f"overhead-{i}")
+        cfg = bench_config(config, work, f"overhead-{i}", torch_threads)
         order = ["bare", "pipeline"] if i % 2 == 0 else ["pipeline", "bare"]
         for which in order:
             if which == "bare":
@@ -248,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of overhead.json and overhead.md")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (printed)")
     parser.add_argument(
-        "--torch-threads", type=int, default=0, help="intra-op threads of both paths (0: torch's default)"
+        "--torch-threads", type=int, default=0, help="grpo.torch_threads of both paths (0: the config's)"
     )
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.torch_threads < 0:
@@ -257,12 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key, value in ENV.items():
         os.environ.setdefault(key, value)
     os.environ["PREFECT_HOME"] = str(work / "prefect-home")  # a throwaway Prefect API database
-    if args.torch_threads:  # both paths alike: bench/torch_threads.py measures what it changes
-        import torch
-
-        torch.set_num_threads(args.torch_threads)
     try:
-        result = measure(args.config, args.repeats, work)
+        # Both paths alike (bench/torch_threads.py measures what the count changes).
+        result = measure(args.config, args.repeats, work, args.torch_threads)
     finally:
         if args.keep:
             print(f"scratch folder kept: {work}", file=sys.stderr)

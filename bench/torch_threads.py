@@ -53,14 +53,15 @@ def measure(config: Path, counts: Sequence[int], repeats: int, work: Path) -> di
     from fgrpo_core.config import load_config, parse_config
     from fgrpo_core.runner import run_in_process
 
-    cfg = parse_config({**load_config(config).model_dump(), "output_dir": str(work / "out")})
+    raw = {**load_config(config).model_dump(), "output_dir": str(work / "out")}
     default_threads = torch.get_num_threads()
-    run_in_process(cfg, work / "warm-up")  # the model cache, lazy imports
+    run_in_process(parse_config(raw), work / "warm-up")  # the model cache, lazy imports
     walls: dict[int, list[float]] = {n: [] for n in counts}
     weights: dict[int, list[Any]] = {}
     for repeat in range(repeats):
         for n in rotated(counts, repeat):
-            torch.set_num_threads(n)
+            # Set as a real run sets it: by the model load, from grpo.torch_threads.
+            cfg = parse_config({**raw, "grpo": {**raw["grpo"], "torch_threads": n}})
             t0 = time.perf_counter()
             result = run_in_process(cfg, work / f"run-{repeat}-{n}")
             walls[n].append(round(time.perf_counter() - t0, 3))

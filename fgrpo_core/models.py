@@ -102,13 +102,16 @@ def _linear_init(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
 
 
 def load_bundle(cfg: ExperimentConfig, device: str | None = None) -> ModelBundle:
-    """Base model + LoRA adapter on the configured device ('auto': CUDA when present)."""
+    """Base model + LoRA adapter on the configured device ('auto': CUDA when present) and CPU threads."""
     wanted = device or cfg.grpo.device
     if wanted == "auto":
         wanted = "cuda" if torch.cuda.is_available() else "cpu"
     if wanted.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("grpo.device is 'cuda' but no CUDA device is visible: use 'auto' or 'cpu'")
     require_gpu_options(cfg, wanted)
+    if cfg.grpo.torch_threads:
+        # Process-wide, so training and evaluation alike; each process that trains loads a bundle.
+        torch.set_num_threads(cfg.grpo.torch_threads)
     base, tokenizer = load_base_model(cfg.model, cfg.data.families)
     if cfg.model.load_in_4bit:
         # QLoRA: norms in fp32, inputs that require grad; the 4-bit weights are placed already.

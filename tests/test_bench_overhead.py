@@ -77,3 +77,11 @@ def test_headline_holds_the_ratio_under_its_fixed_name() -> None:
     figures = overhead.headline(7.7 / 5.8)
     # Assert
     assert figures == {"pipeline_over_bare": round(7.7 / 5.8, 3)}
+
+
+def test_torch_threads_reach_both_paths_through_the_config(tmp_path: Path) -> None:
+    # Execute: the model load of either path sets grpo.torch_threads (0 keeps the config's).
+    kept = overhead.bench_config(Path("configs/tiny.yaml"), tmp_path, "bench-threads")
+    one = overhead.bench_config(Path("configs/tiny.yaml"), tmp_path, "bench-threads", torch_threads=1)
+    # Assert
+    assert (kept.grpo.torch_threads, one.grpo.torch_threads) == (0, 1)

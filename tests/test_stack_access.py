@@ -31,6 +31,8 @@ from tests.conftest import tiny_config
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 OWNERS = ("owner-a", "owner-b")
+# Seconds the control waits for owner-b's worker to get its pool's new template (pushed, ~0.1 s).
+CONTROL_SNAPSHOT_WAIT_S = 3.0
 
 
 def _env_file(path: Path) -> dict[str, str]:
@@ -248,6 +250,8 @@ def test_smuggled_job_variables_have_no_effect_and_the_run_fails_with_its_reason
             await client.update_work_pool(
                 work_pool_name("owner-b"), WorkPoolUpdate(base_job_template=default)
             )
+            # A run the worker picks up before the pushed snapshot arrives runs the pinned template.
+            await asyncio.sleep(CONTROL_SNAPSHOT_WAIT_S)
             sent = {o: await attack(client, o) for o in OWNERS}
             started = time.monotonic()
             deadline, seen, runs = started + 180, {}, {}
