@@ -35,6 +35,11 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
+def artifact_key(experiment: str, round_idx: int) -> str:
+    """The Prefect artifact key of a round's table (lowercase letters, digits and dashes only)."""
+    return f"{experiment.lower().replace('_', '-').replace('.', '-')}-round-{round_idx:04d}"
+
+
 def round_markdown(experiment: str, result: RoundResult) -> str:
     """A row per client (SPEC §2 quantities), the commit decision, the global evaluation per family."""
     head = "| " + " | ".join(title for _, title in ROUND_COLUMNS) + " |"

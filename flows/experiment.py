@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
@@ -50,10 +52,12 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentSummary:
 
 
 def _rounds(cfg: ExperimentConfig, held: Lease, address: str | None) -> ExperimentSummary:
-    initial_key = initialise_task(cfg)
+    initial_key = initialise_task(cfg)  # checks the config pin: before anything else is written
     parent_run_id = start_tracking_task(cfg) if cfg.tracking.enabled else None
     first, last_committed = first_round_task(cfg, parent_run_id)
     run_round = federated_round.with_options(task_runner=round_task_runner(cfg, address))
+    # MLflow writes in order, one at a time: theta_0's evaluation, then each round's record.
+    chain: list[PrefectFuture[Any]] = []
     records: list[PrefectFuture[RoundResult]] = []
     try:
         # Distributed: every owner's warm run starts now (its model loads during the initial
@@ -61,21 +65,24 @@ def _rounds(cfg: ExperimentConfig, held: Lease, address: str | None) -> Experime
         with owners_for(cfg, last_committed + 1, cfg.federation.rounds) as owners:
             initial = initial_evaluation_task(cfg)
             if parent_run_id is not None:
-                log_initial_evaluation_task(cfg, parent_run_id, initial)
+                chain.append(log_initial_evaluation_task.submit(cfg, parent_run_id, initial))
             results = read_results_task(cfg, list(range(1, first)))
             for t in range(first, cfg.federation.rounds + 1):
-                _stop_if_a_record_failed(records)
+                _stop_if_a_record_failed(chain)
                 held = renew_lease_task(cfg, held, t)
                 committed = run_round(cfg, t, owners)
-                # Round t's record runs alongside round t+1, after round t-1's record.
+                # Round t's record runs alongside round t+1, after everything before it in the chain.
                 record = record_round_task.submit(
-                    cfg, parent_run_id, committed, return_state=False, wait_for=records[-1:]
+                    cfg, parent_run_id, committed, return_state=False, wait_for=chain[-1:]
                 )
+                chain.append(record)
                 records.append(record)
+        for link in chain:  # every write done, in order (a resumed run may have no round after theta_0's log)
+            link.result()
         results += [record.result() for record in records]
     except Exception:
-        for record in records:  # nothing may still write to the parent run once it is ended
-            record.wait()
+        for link in chain:  # nothing may still write to the parent run once it is ended
+            link.wait()
         # The parent run must not stay RUNNING: FAILED says so in the UI, and a rerun resumes it.
         if parent_run_id is not None:
             finish_tracking_task(cfg, parent_run_id, "FAILED")
@@ -92,7 +99,7 @@ def _rounds(cfg: ExperimentConfig, held: Lease, address: str | None) -> Experime
     )
 
 
-def _stop_if_a_record_failed(records: list[PrefectFuture[RoundResult]]) -> None:
+def _stop_if_a_record_failed(records: list[PrefectFuture[Any]]) -> None:
     """Raise a finished record's failure before the next round (a rerun records it first).
 
     Asks the futures, not the API (a future's ``state`` reads the task run from it until someone

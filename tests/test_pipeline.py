@@ -18,6 +18,7 @@ from fgrpo_app.cli import app
 from fgrpo_core.aggregation import compute_weights
 from fgrpo_core.config import parse_config
 from fgrpo_core.types import ClientStats, ServerState
+from fgrpo_io.reports import artifact_key
 from tests.conftest import tiny_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -268,3 +269,23 @@ def test_pipeline_equals_the_bare_loop(s3_run: dict[str, Any]) -> None:
         assert {r.client_id: r.weight for r in record.rows} == {
             r["client_id"]: r["weight"] for r in report["rows"]
         }
+
+
+def test_each_rounds_table_is_an_artifact_of_that_rounds_flow_run(s3_run: dict[str, Any]) -> None:
+    # Prepare: the record posts the table alongside the next round, onto the round's own run.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    cfg = s3_run["cfg"]
+    keys = {artifact_key(cfg.name, t): f"{cfg.name}-round-{t:04d}" for t in (1, 2)}
+    # Execute (other tests of the session may run experiments of the same name: all must hold)
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=list(keys)))
+        )
+        runs = {a.id: client.read_flow_run(a.flow_run_id) for a in artifacts if a.flow_run_id is not None}
+    # Assert: every round has its table, each on the flow run of its round, naming every owner.
+    assert {a.key for a in artifacts} == set(keys)
+    for artifact in artifacts:
+        assert runs[artifact.id].name == keys[str(artifact.key)]
+        assert all(f"| {c.id} |" in str(artifact.data) for c in cfg.clients)

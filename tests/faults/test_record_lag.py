@@ -1,4 +1,4 @@
-"""A round's MLflow record runs alongside the next round: a failed record loses nothing.
+"""A round's MLflow record (and theta_0's evaluation) runs alongside the next round: a failed record loses nothing.
 
 Round 2's record fails once round 3 has committed, so rounds 2 and 3 are committed in the store
 without their MLflow record (round 3's record waits for round 2's and never runs). The rerun
@@ -14,7 +14,7 @@ import pytest
 
 from fgrpo_core.config import ExperimentConfig, parse_config
 from fgrpo_core.errors import FgrpoError
-from fgrpo_core.types import RoundResult
+from fgrpo_core.types import EvalSummary, RoundResult
 from fgrpo_io import exchange, layout
 from fgrpo_io.ledger import Ledger
 from fgrpo_io.store import LocalStore
@@ -45,6 +45,19 @@ def _recorded_rounds(cfg: ExperimentConfig) -> tuple[list[str], dict[int, tuple[
     return [p.info.run_id for p in parents], out
 
 
+def _tracked_experiment(
+    round1: Round1, tmp_path: Path, name: str, rounds: int
+) -> tuple[ExperimentConfig, LocalStore, exchange.Identity]:
+    """Two owners, ``rounds`` rounds, tracking on; its store and identity, all under ``tmp_path``."""
+    raw = tiny_config(Path(round1.cfg.model.cache_dir), tmp_path)
+    raw["name"] = name
+    raw["clients"] = raw["clients"][:2]
+    raw["federation"] = {"rounds": rounds, "min_clients": 2}
+    raw["tracking"] = {"enabled": True, "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    cfg = parse_config(raw)
+    return cfg, LocalStore(tmp_path / "store"), exchange.identity(cfg)
+
+
 def test_a_failed_record_is_recorded_by_the_rerun_with_every_later_round(
     round1: Round1, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -53,13 +66,7 @@ def test_a_failed_record_is_recorded_by_the_rerun_with_every_later_round(
     import tasks.record
     from flows.experiment import run_experiment
 
-    raw = tiny_config(Path(round1.cfg.model.cache_dir), tmp_path)
-    raw["name"] = "tiny-record-lag"
-    raw["clients"] = raw["clients"][:2]
-    raw["federation"] = {"rounds": 3, "min_clients": 2}
-    raw["tracking"] = {"enabled": True, "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    cfg = parse_config(raw)
-    store, ident = LocalStore(tmp_path / "store"), exchange.identity(cfg)
+    cfg, store, ident = _tracked_experiment(round1, tmp_path, "tiny-record-lag", rounds=3)
     state_3 = store.root / layout.state_key(ident.prefix, ident.experiment, 3)
     register = tasks.record.register_round
     failed: list[int] = []
@@ -96,3 +103,37 @@ def test_a_failed_record_is_recorded_by_the_rerun_with_every_later_round(
     # Rounds 2 and 3 registered by the rerun, in round order, after round 1's version.
     versions = [int(r.registry.version) for r in summary.rounds[1:] if r.registry is not None]
     assert versions == [2, 3]
+
+
+def test_a_failed_log_of_theta0s_evaluation_stops_the_run_before_round_2_and_the_rerun_logs_it(
+    round1: Round1, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: 2 rounds, tracking on; theta_0's evaluation is logged alongside round 1, and fails once.
+    from fgrpo_io.tracking import Tracker
+    from flows.experiment import run_experiment
+
+    cfg, store, ident = _tracked_experiment(round1, tmp_path, "tiny-initial-log", rounds=2)
+    log = Tracker.log_initial_evaluation
+    failed: list[str] = []
+
+    def log_failing_once(self: Tracker, parent_run_id: str, evaluation: EvalSummary) -> None:
+        if not failed:
+            failed.append(parent_run_id)
+            raise FgrpoError("injected: MLflow refused theta_0's evaluation")
+        log(self, parent_run_id, evaluation)
+
+    monkeypatch.setattr(Tracker, "log_initial_evaluation", log_failing_once)
+    # Execute
+    with pytest.raises(FgrpoError, match="refused theta_0's evaluation"):
+        run_experiment(cfg)
+    committed_after_fail = last_committed(store, ident)
+    parents, recorded_after_fail = _recorded_rounds(cfg)
+    logged_after_fail = Ledger(cfg).initial_evaluation_logged(parents[0])
+    summary = run_experiment(cfg)
+    # Assert: round 1 committed, its record (after the log) never ran, round 2 never started.
+    assert committed_after_fail == 1
+    assert recorded_after_fail == {1: (0, 0), 2: (0, 0)} and not logged_after_fail
+    # Assert: the rerun logged theta_0's evaluation, recorded round 1, trained and recorded round 2.
+    assert summary.mlflow_run_id == parents[0] and Ledger(cfg).initial_evaluation_logged(parents[0])
+    assert [r.round for r in summary.rounds] == [1, 2] and last_committed(store, ident) == 2
+    assert _recorded_rounds(cfg) == (parents, {1: (1, 1), 2: (1, 1)})
