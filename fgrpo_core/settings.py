@@ -104,8 +104,9 @@ class GrpoSettings(_Strict):
         ge=0,
         le=1024,
         description="torch's intra-op CPU threads in every process that loads the model (0: torch's "
-        "default, one per core). On 2 cores the tiny model runs 1.69x faster at 1 than at 2; "
-        "SmolLM2's step is faster at 2 (bench/results/torch-threads.md).",
+        "default, one per core; owner worker processes get the cores shared out among them). On 2 "
+        "cores the tiny model runs 1.69x faster at 1 than at 2; SmolLM2's step is faster at 2 "
+        "(bench/results/torch-threads.md).",
     )
 
     @model_validator(mode="after")

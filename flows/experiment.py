@@ -99,15 +99,16 @@ def _rounds(cfg: ExperimentConfig, held: Lease, address: str | None) -> Experime
     )
 
 
-def _stop_if_a_record_failed(records: list[PrefectFuture[Any]]) -> None:
-    """Raise a finished record's failure before the next round (a rerun records it first).
+def _stop_if_a_record_failed(chain: list[PrefectFuture[Any]]) -> None:
+    """Raise a finished write's failure (theta_0's log or a record) before the next round; a rerun
+    makes that write first.
 
     Asks the futures, not the API (a future's ``state`` reads the task run from it until someone
-    waits on the future, and the API's task-run states lag behind the recorder's batches). Records
-    form a chain: none after an unfinished one has run.
+    waits on the future, and the API's task-run states lag behind the recorder's batches). The
+    writes form a chain: none after an unfinished one has run.
     """
-    for record in records:
+    for link in chain:
         try:
-            record.result(timeout=0)
+            link.result(timeout=0)
         except TimeoutError:
             return
