@@ -7,10 +7,13 @@ records both before it trains anything, and ends with one round run and one vers
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prefect.futures import PrefectFuture
 
 from fgrpo_core.config import ExperimentConfig, parse_config
 from fgrpo_core.errors import FgrpoError
@@ -105,35 +108,55 @@ def test_a_failed_record_is_recorded_by_the_rerun_with_every_later_round(
     assert versions == [2, 3]
 
 
-def test_a_failed_log_of_theta0s_evaluation_stops_the_run_before_round_2_and_the_rerun_logs_it(
-    round1: Round1, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("when", ["before round 1", "during round 1"])
+def test_a_failed_log_of_theta0s_evaluation_stops_the_run_before_the_next_round_and_the_rerun_logs_it(
+    round1: Round1, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
 ) -> None:
-    # Prepare: 2 rounds, tracking on; theta_0's evaluation is logged alongside round 1, and fails once.
+    # Prepare: 2 rounds, tracking on; theta_0's evaluation is logged alongside round 1 and fails
+    # once, released before or after the check that precedes round 1 (both orders happen: the log
+    # is short, and a slow machine starts round 1 after it). Each check waits for the log, so the
+    # check before round 2 sees a failure during round 1.
+    import flows.experiment
     from fgrpo_io.tracking import Tracker
-    from flows.experiment import run_experiment
 
     cfg, store, ident = _tracked_experiment(round1, tmp_path, "tiny-initial-log", rounds=2)
-    log = Tracker.log_initial_evaluation
+    log, check = Tracker.log_initial_evaluation, flows.experiment._stop_if_a_record_failed
+    released = threading.Event()
     failed: list[str] = []
+    checks: list[int] = []
 
     def log_failing_once(self: Tracker, parent_run_id: str, evaluation: EvalSummary) -> None:
         if not failed:
             failed.append(parent_run_id)
+            released.wait(timeout=300)
             raise FgrpoError("injected: MLflow refused theta_0's evaluation")
         log(self, parent_run_id, evaluation)
 
+    def check_in_order(chain: list[PrefectFuture[Any]]) -> None:
+        checks.append(len(chain))
+        if len(checks) == 1 and when == "during round 1":
+            check(chain)  # passes: the log is still held
+            released.set()
+            return
+        released.set()
+        chain[0].wait()
+        check(chain)
+
     monkeypatch.setattr(Tracker, "log_initial_evaluation", log_failing_once)
+    monkeypatch.setattr(flows.experiment, "_stop_if_a_record_failed", check_in_order)
+    expected_committed = {"before round 1": 0, "during round 1": 1}[when]
     # Execute
     with pytest.raises(FgrpoError, match="refused theta_0's evaluation"):
-        run_experiment(cfg)
+        flows.experiment.run_experiment(cfg)
     committed_after_fail = last_committed(store, ident)
     parents, recorded_after_fail = _recorded_rounds(cfg)
     logged_after_fail = Ledger(cfg).initial_evaluation_logged(parents[0])
-    summary = run_experiment(cfg)
-    # Assert: round 1 committed, its record (after the log) never ran, round 2 never started.
-    assert committed_after_fail == 1
+    summary = flows.experiment.run_experiment(cfg)
+    # Assert: the run stopped at the check after the failure; round 1's record (after the log) never ran.
+    assert len(failed) == 1 and committed_after_fail == expected_committed
     assert recorded_after_fail == {1: (0, 0), 2: (0, 0)} and not logged_after_fail
     # Assert: the rerun logged theta_0's evaluation, recorded round 1, trained and recorded round 2.
     assert summary.mlflow_run_id == parents[0] and Ledger(cfg).initial_evaluation_logged(parents[0])
+    assert summary.resumed_from_round == expected_committed
     assert [r.round for r in summary.rounds] == [1, 2] and last_committed(store, ident) == 2
     assert _recorded_rounds(cfg) == (parents, {1: (1, 1), 2: (1, 1)})
