@@ -184,7 +184,7 @@ def report(
         # The store first: a wrong name fails in a second, before MLflow and matplotlib load.
         data = read_store(store, key_prefix, experiment)
         from fgrpo_app.report_html import build_report
-        from fgrpo_io.tracking import flatten_config, resolve_tracking_uri
+        from fgrpo_io.tracking_config import flatten_config, resolve_tracking_uri
 
         model_name, output_dir, fallback = f"fgrpo-{experiment}", Path("runs"), None
         if cfg is None:

@@ -40,7 +40,8 @@ def ui(
     apply_defaults()
     from fgrpo_app import processes
     from fgrpo_io.registry import registered_name
-    from fgrpo_io.tracking import mlflow_experiment_name, resolve_tracking_uri, tracker_for
+    from fgrpo_io.tracking import mlflow_experiment_name, tracker_for
+    from fgrpo_io.tracking_config import resolve_tracking_uri
 
     uri = resolve_tracking_uri(cfg.tracking, Path(cfg.output_dir))
     if uri.startswith(("http://", "https://")):

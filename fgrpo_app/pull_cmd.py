@@ -50,7 +50,7 @@ def pull(
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from fgrpo_io.tracking import resolve_tracking_uri
+    from fgrpo_io.tracking_config import resolve_tracking_uri
 
     name = model_name or f"fgrpo-{experiment}"
     try:

@@ -14,21 +14,21 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import requests
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
-from pydantic import BaseModel
 
-from fgrpo_core.config import ExperimentConfig, TrackingSettings
+from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.errors import FgrpoError
 from fgrpo_core.types import EvalSummary, RoundResult
 from fgrpo_io.reports import eval_metrics, round_markdown, round_metrics
+from fgrpo_io.tracking_config import resolve_tracking_uri, sqlite_artifact_root
 
-PARAM_VALUE_LIMIT = 6000  # MLflow rejects longer parameter values
-TRUNCATION_MARKER = "...[truncated]"
 MLFLOW_EXPERIMENT = "fgrpo"  # legacy shared experiment; passed to start_experiment_run: see there
 EXPERIMENT_TAG = "fgrpo.experiment"
 ROLE_TAG = "fgrpo.role"
@@ -44,6 +44,26 @@ HTTP_ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
+
+
+@dataclass(frozen=True)
+class ParentRun:
+    """What a round run takes from its parent run: fixed once the parent exists."""
+
+    run_id: str
+    experiment_id: str
+    experiment: str  # the fgrpo experiment (EXPERIMENT_TAG)
+
+
+class RoundRun(NamedTuple):
+    run_id: str
+    logged: bool  # its series and tables are all written (ROUND_LOGGED_TAG)
+    started: bool = False  # started by this call: nothing (no model version) refers to it yet
+
+
+# (tracking URI, parent run id) -> its fixed facts: each record would otherwise read the whole
+# parent run (every param and metric) to learn its experiment id (~14 ms a round on SQLite).
+_PARENTS: dict[tuple[str, str], ParentRun] = {}
 
 
 class TrackingError(FgrpoError):
@@ -63,48 +83,6 @@ def mlflow_errors(uri: str, action: str) -> Iterator[None]:
 
 def mlflow_experiment_name(experiment: str) -> str:
     return experiment  # each fgrpo experiment (the config's name) has its own MLflow experiment
-
-
-def resolve_tracking_uri(settings: TrackingSettings, output_dir: Path) -> str:
-    """The configured URI, else MLFLOW_TRACKING_URI, else SQLite in the output folder."""
-    if uri := settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
-        return uri
-    folder = Path(output_dir).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}"
-
-
-def flatten_config(cfg: BaseModel) -> dict[str, str]:
-    """Every leaf of a (nested) pydantic model as `dotted.key -> str`, for MLflow params.
-
-    Lists of scalars are comma-joined; lists of models (clients) are keyed by index
-    (`clients.0.id`). Values beyond MLflow's 6000 characters end with a truncation marker.
-    """
-    flat: dict[str, str] = {}
-
-    def visit(prefix: str, value: object) -> None:
-        if isinstance(value, BaseModel):
-            for name in type(value).model_fields:
-                visit(f"{prefix}{name}.", getattr(value, name))
-        elif isinstance(value, list) and any(isinstance(v, BaseModel) for v in value):
-            for index, item in enumerate(value):
-                visit(f"{prefix}{index}.", item)
-        else:
-            text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
-            if len(text) > PARAM_VALUE_LIMIT:
-                text = text[: PARAM_VALUE_LIMIT - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
-            flat[prefix.rstrip(".")] = text
-
-    visit("", cfg)
-    return flat
-
-
-def _sqlite_artifact_root(tracking_uri: str) -> Path | None:
-    # With SQLite, MLflow would put artifacts under ./mlruns of the working directory; keep them
-    # next to the database instead.
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    return Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts"
 
 
 def _check_reachable(uri: str, timeout_s: float) -> None:
@@ -140,7 +118,7 @@ class Tracker:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         _check_reachable(tracking_uri, connect_timeout_s)
         self.uri = tracking_uri
-        self.artifact_root = artifact_root or _sqlite_artifact_root(tracking_uri)
+        self.artifact_root = artifact_root or sqlite_artifact_root(tracking_uri)
         with mlflow_errors(tracking_uri, "client creation"):
             self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
@@ -193,33 +171,46 @@ class Tracker:
                 run_id = str(self.client.create_run(experiment_id, run_name=run_name).info.run_id)
                 new_params = params
             self._log_batch(run_id, params=new_params, tags=all_tags)
+            exp_id = str(resume.info.experiment_id) if resume is not None else experiment_id
+            _PARENTS[(self.uri, run_id)] = ParentRun(run_id, exp_id, run_name)
             return run_id
 
-    def round_run(
-        self, parent_run_id: str, round_idx: int, any_parent: bool = False
-    ) -> tuple[str, bool] | None:
-        """(run id, logged) of round ``round_idx``'s nested run under the parent, if it exists;
+    def _parent(self, parent_run_id: str) -> ParentRun:
+        key = (self.uri, parent_run_id)
+        if key not in _PARENTS:
+            run = self.client.get_run(parent_run_id)
+            _PARENTS[key] = ParentRun(
+                parent_run_id, str(run.info.experiment_id), run.data.tags[EXPERIMENT_TAG]
+            )
+        return _PARENTS[key]
+
+    def round_run(self, parent_run_id: str, round_idx: int, any_parent: bool = False) -> RoundRun | None:
+        """Round ``round_idx``'s nested run under the parent, if it exists;
         with ``any_parent``, under any parent run of the same fgrpo experiment (an earlier, finished
         invocation logged it)."""
         with mlflow_errors(self.uri, f"search for round run {round_idx}"):
-            return self._round_run(self.client.get_run(parent_run_id), round_idx, any_parent)
+            return self._round_run(self._parent(parent_run_id), round_idx, any_parent)
 
-    def open_round_run(self, parent_run_id: str, round_idx: int) -> tuple[str, bool]:
-        """(run id, logged) of round ``round_idx``'s nested run under the parent, started if there
-        is none yet: a retried or resumed record finds its run instead of starting a second one."""
+    def open_round_run(self, parent_run_id: str, round_idx: int) -> RoundRun:
+        """Round ``round_idx``'s nested run under the parent, started if there is none yet: a
+        retried or resumed record finds its run instead of starting a second one."""
         with mlflow_errors(self.uri, f"start of round run {round_idx}"):
-            parent = self.client.get_run(parent_run_id)  # read once for the search and the start
+            parent = self._parent(parent_run_id)
             found = self._round_run(parent, round_idx, any_parent=False)
-            return found if found is not None else (self._start_round_run(parent, round_idx), False)
+            return (
+                found
+                if found is not None
+                else RoundRun(self._start_round_run(parent, round_idx), False, True)
+            )
 
-    def _round_run(self, parent: Run, round_idx: int, any_parent: bool) -> tuple[str, bool] | None:
+    def _round_run(self, parent: ParentRun, round_idx: int, any_parent: bool) -> RoundRun | None:
         owner = (
-            f"tags.`{EXPERIMENT_TAG}` = '{parent.data.tags[EXPERIMENT_TAG]}'"
+            f"tags.`{EXPERIMENT_TAG}` = '{parent.experiment}'"
             if any_parent
-            else f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
+            else f"tags.`{PARENT_TAG}` = '{parent.run_id}'"
         )
         existing = self.client.search_runs(
-            [parent.info.experiment_id],
+            [parent.experiment_id],
             filter_string=f"{owner} and tags.`{ROUND_TAG}` = '{round_idx}' and tags.`{ROLE_TAG}` = 'round'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
@@ -227,16 +218,16 @@ class Tracker:
         if not existing:
             return None
         run = existing[0]
-        return str(run.info.run_id), run.data.tags.get(ROUND_LOGGED_TAG) == "true"
+        return RoundRun(str(run.info.run_id), run.data.tags.get(ROUND_LOGGED_TAG) == "true")
 
-    def _start_round_run(self, parent: Run, round_idx: int) -> str:
+    def _start_round_run(self, parent: ParentRun, round_idx: int) -> str:
         tags = {
-            PARENT_TAG: str(parent.info.run_id),
+            PARENT_TAG: parent.run_id,
             ROUND_TAG: str(round_idx),
             ROLE_TAG: "round",
-            EXPERIMENT_TAG: parent.data.tags[EXPERIMENT_TAG],
+            EXPERIMENT_TAG: parent.experiment,
         }
-        run = self.client.create_run(parent.info.experiment_id, run_name=f"round-{round_idx:04d}", tags=tags)
+        run = self.client.create_run(parent.experiment_id, run_name=f"round-{round_idx:04d}", tags=tags)
         return str(run.info.run_id)
 
     def log_round(self, parent_run_id: str, round_run_id: str, experiment: str, result: RoundResult) -> None:

@@ -8,7 +8,8 @@ from fgrpo_core.config import ExperimentConfig
 from fgrpo_core.types import EvalSummary
 from fgrpo_io.ledger import Ledger
 from fgrpo_io.timing import timed
-from fgrpo_io.tracking import flatten_config, mlflow_experiment_name
+from fgrpo_io.tracking import mlflow_experiment_name
+from fgrpo_io.tracking_config import flatten_config
 from tasks.retry import is_transient
 
 

@@ -21,24 +21,26 @@ from fgrpo_io.timing import timed
 from tasks.retry import is_transient
 
 
-def log_round(cfg: ExperimentConfig, parent_run_id: str, result: RoundResult) -> RoundResult:
-    """Per-client series on the parent run and a nested round run; the result with its run id.
+def log_round(cfg: ExperimentConfig, parent_run_id: str, result: RoundResult) -> tuple[RoundResult, bool]:
+    """Per-client series on the parent run and a nested round run; the result with its run id, and
+    whether this call started that run.
 
     Idempotent: a round run already logged (a resumed or retried record) is found, not logged twice.
     """
     tracker = Ledger(cfg).tracker
-    run_id, logged = tracker.open_round_run(parent_run_id, result.round)
-    if not logged:
-        tracker.log_round(parent_run_id, run_id, cfg.name, result)
-        tracker.finish_run(run_id)
-    return result.model_copy(update={"mlflow_round_run_id": run_id})
+    run = tracker.open_round_run(parent_run_id, result.round)
+    if not run.logged:
+        tracker.log_round(parent_run_id, run.run_id, cfg.name, result)
+        tracker.finish_run(run.run_id)
+    return result.model_copy(update={"mlflow_round_run_id": run.run_id}), run.started
 
 
-def register_round(cfg: ExperimentConfig, result: RoundResult) -> RoundResult:
+def register_round(cfg: ExperimentConfig, result: RoundResult, new_run: bool = False) -> RoundResult:
     """Log theta_t as a PEFT folder on the round's run, register it, decide its alias.
 
     A refused or rolled-back round registers nothing (its head is a version already registered).
-    Returns the result with its ``registry`` outcome.
+    ``new_run``: the round run was started by this record, so no version can come from it yet (the
+    registry is not searched). Returns the result with its ``registry`` outcome.
     """
     if result.status != "committed":
         return result
@@ -46,7 +48,7 @@ def register_round(cfg: ExperimentConfig, result: RoundResult) -> RoundResult:
     if run_id is None:
         raise FgrpoError(f"round {result.round}: log the round (log_round) before registering it")
     ledger = Ledger(cfg)
-    existing = ledger.round_version(run_id, result.round)
+    existing = None if new_run else ledger.round_version(run_id, result.round)
     if existing is None:
         adapter = exchange.read_global(ledger.store, ledger.ident, result.round)
         folder = runtime.work_dir(cfg, "adapters", f"round-{result.round:04d}")
@@ -86,7 +88,8 @@ def record_round_task(cfg: ExperimentConfig, parent_run_id: str | None, result: 
     Returns the result with its round run id and ``registry`` outcome (unchanged, tracking off).
     """
     if parent_run_id is not None:
-        result = register_round(cfg, log_round(cfg, parent_run_id, result))
+        logged, new_run = log_round(cfg, parent_run_id, result)
+        result = register_round(cfg, logged, new_run)
     # The CLI's live view prints the round's line once it is recorded (with its registry alias).
     runtime.report_event(runtime.ROUND_COMMITTED, report=result.model_dump(mode="json"))
     return result

@@ -16,12 +16,10 @@ from mlflow import MlflowClient
 from fgrpo_core.config import TrackingSettings, parse_config
 from fgrpo_core.types import EvalSummary, FamilyScore, RoundResult, RoundRow
 from fgrpo_io.registry import AdapterIdentity, get_aliases, register_round_model, round_version
-from fgrpo_io.tracking import (
-    HTTP_ENV_DEFAULTS,
+from fgrpo_io.tracking import HTTP_ENV_DEFAULTS, Tracker, TrackingError
+from fgrpo_io.tracking_config import (
     PARAM_VALUE_LIMIT,
     TRUNCATION_MARKER,
-    Tracker,
-    TrackingError,
     flatten_config,
     resolve_tracking_uri,
 )
@@ -133,22 +131,23 @@ def test_runs_params_round_metrics_and_tables(tracker: Tracker) -> None:
     assert round_1.data.metrics["client/a/weight"] == pytest.approx(0.6)
     assert [m.step for m in client.get_metric_history(round_runs[1], "client/a/weight")] == [0]
     assert {f.path for f in client.list_artifacts(round_runs[0])} == {"round_result.json", "round_table.md"}
-    assert tracker.round_run(parent, 2) == (round_runs[1], True)
+    assert tracker.round_run(parent, 2) == (round_runs[1], True, False)
     assert tracker.unfinished_parent_run("fgrpo-tests", "track-test") is None
 
 
 def test_a_round_run_is_found_and_marked_logged(tracker: Tracker) -> None:
     # Prepare
     parent = tracker.start_experiment_run("fgrpo-tests", "resume-round", {}, {})
-    round_run, logged = tracker.open_round_run(parent, 1)
+    round_run, logged, started = tracker.open_round_run(parent, 1)
     before = tracker.round_run(parent, 1)
     reopened = tracker.open_round_run(parent, 1)  # a retried record, before it logged anything
     # Execute
     tracker.log_round(parent, round_run, "resume-round", _result(1, [_row("a", 1.0, True)], 0.3, 0.3))
     # Assert: the ledger's question (is round 1 logged?) has its answer in MLflow.
-    assert not logged and before == (round_run, False) and reopened == (round_run, False)
-    assert tracker.round_run(parent, 1) == (round_run, True)
-    assert tracker.open_round_run(parent, 1) == (round_run, True)
+    assert not logged and started and before == (round_run, False, False)
+    assert reopened == (round_run, False, False)  # found, not started: a version may come from it
+    assert tracker.round_run(parent, 1) == (round_run, True, False)
+    assert tracker.open_round_run(parent, 1) == (round_run, True, False)
     assert tracker.round_run(parent, 2) is None
     assert len(tracker.client.get_metric_history(parent, "client/a/weight")) == 1
     children = tracker.client.search_runs(
@@ -160,7 +159,7 @@ def test_a_round_run_is_found_and_marked_logged(tracker: Tracker) -> None:
 def test_a_round_past_one_metrics_batch_is_logged_whole(tracker: Tracker) -> None:
     # Prepare: 120 clients' series are more metrics than one MLflow batch takes (1000)
     parent = tracker.start_experiment_run("fgrpo-tests", "wide-round", {}, {})
-    round_run, _ = tracker.open_round_run(parent, 1)
+    round_run = tracker.open_round_run(parent, 1).run_id
     rows = [_row(f"c{i:03d}", 1 / 120, True) for i in range(120)]
     # Execute
     tracker.log_round(parent, round_run, "wide-round", _result(1, rows, 0.3, 0.3))
@@ -168,7 +167,7 @@ def test_a_round_past_one_metrics_batch_is_logged_whole(tracker: Tracker) -> Non
     run = tracker.client.get_run(round_run)
     assert len(run.data.metrics) == len(tracker.client.get_run(parent).data.metrics) > 1000
     assert run.data.metrics["client/c119/weight"] == pytest.approx(1 / 120)
-    assert tracker.round_run(parent, 1) == (round_run, True)
+    assert tracker.round_run(parent, 1) == (round_run, True, False)
 
 
 def test_resume_with_changed_params_is_refused(tracker: Tracker) -> None:

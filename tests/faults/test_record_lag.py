@@ -74,14 +74,16 @@ def test_a_failed_record_is_recorded_by_the_rerun_with_every_later_round(
     register = tasks.record.register_round
     failed: list[int] = []
 
-    def register_failing_once(cfg: ExperimentConfig, result: RoundResult) -> RoundResult:
+    def register_failing_once(
+        cfg: ExperimentConfig, result: RoundResult, new_run: bool = False
+    ) -> RoundResult:
         if result.round == 2 and not failed:
             deadline = time.monotonic() + 300
             while not state_3.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
             failed.append(result.round)
             raise FgrpoError(INJECTED)
-        return register(cfg, result)
+        return register(cfg, result, new_run)
 
     monkeypatch.setattr(tasks.record, "register_round", register_failing_once)
     # Execute: the first run fails on round 2's record; the same experiment again.
@@ -106,6 +108,35 @@ def test_a_failed_record_is_recorded_by_the_rerun_with_every_later_round(
     # Rounds 2 and 3 registered by the rerun, in round order, after round 1's version.
     versions = [int(r.registry.version) for r in summary.rounds[1:] if r.registry is not None]
     assert versions == [2, 3]
+
+
+def test_a_record_retried_after_its_version_was_made_finds_it_and_registers_no_second_one(
+    round1: Round1, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: 2 rounds; round 1's registration makes its version, then fails once (transient), so
+    # Prefect retries the record, which finds its round run (not started by it) and searches.
+    import tasks.record
+    from fgrpo_io.tracking import TrackingError
+    from flows.experiment import run_experiment
+
+    cfg, _, _ = _tracked_experiment(round1, tmp_path, "tiny-record-retry", rounds=2)
+    register = tasks.record.register_round_model
+    made: list[str] = []
+
+    def register_then_fail_once(*args: Any, **kwargs: Any) -> Any:
+        outcome = register(*args, **kwargs)
+        if not made:
+            made.append(outcome.version)
+            raise TrackingError("injected: MLflow's answer to round 1's registration was lost")
+        return outcome
+
+    monkeypatch.setattr(tasks.record, "register_round_model", register_then_fail_once)
+    # Execute
+    summary = run_experiment(cfg)
+    # Assert: the retry found version 1; one round run and one version per round
+    assert made == ["1"]
+    assert [r.registry.version for r in summary.rounds if r.registry is not None] == ["1", "2"]
+    assert _recorded_rounds(cfg)[1] == {1: (1, 1), 2: (1, 1)}
 
 
 @pytest.mark.parametrize("when", ["before round 1", "during round 1"])
